@@ -1,0 +1,109 @@
+"""Shared fixtures: a moto server speaking the AWS APIs on loopback, fake credentials everywhere.
+
+No test can reach real AWS: credentials are fake and every AWS endpoint is the local server.
+In CI (CI=true) a skipped test in a real-parts tier (aws, integration, e2e) fails the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+REAL_PARTS = ("aws", "integration", "e2e")
+
+# Set before anything imports boto3: fake credentials, a fixed region, no shared config files.
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+})
+os.environ.pop("AWS_PROFILE", None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class MotoServer:
+    url: str
+    port: int
+
+    def reset(self) -> None:
+        import requests
+
+        requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+
+    def enforce_iam(self, on: bool = True) -> None:
+        """Switch moto's IAM enforcement (actions only; see the notes) on or off."""
+        import requests
+
+        body = "0" if on else "-1"
+        requests.post(f"{self.url}/moto-api/reset-auth", data=body, timeout=10).raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield MotoServer(url=f"http://127.0.0.1:{port}", port=port)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    """A clean moto server, reached by the product only through AWS_ENDPOINT_URL."""
+    moto_server.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    try:
+        from controller import aws as controller_aws
+
+        controller_aws.session.cache_clear()
+    except ImportError:
+        pass
+    yield moto_server
+    with contextlib.suppress(Exception):
+        moto_server.enforce_iam(False)
+
+
+_skipped_real: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and any(m in report.keywords for m in REAL_PARTS):
+        _skipped_real.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("CI", "").lower() == "true" and _skipped_real:
+        print(f"\nCI: {len(_skipped_real)} real-parts test(s) skipped; that is a failure:")
+        for node in _skipped_real:
+            print(f"  {node}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tier markers follow the folder: tests/aws -> aws, tests/integration, tests/e2e."""
+    for item in items:
+        parts = item.path.parts
+        for tier in REAL_PARTS:
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
