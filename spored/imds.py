@@ -1,0 +1,169 @@
+"""The one HTTP chokepoint to the instance metadata service (IMDSv2 only).
+
+Rules (after cloud-init and aws-node-termination-handler):
+- a session token is fetched with ``PUT /latest/api/token`` (6 h), cached, and refreshed before it
+  expires (when less than ``refresh_margin`` remains);
+- a 401 on a GET drops the token and retries once with a fresh one;
+- a 403 on the token PUT means metadata is disabled (or the hop limit blocks us): reported as
+  ``ImdsDisabled`` and not retried for ``disabled_backoff`` seconds (no PUT storms);
+- 404 means "not present" and returns ``None``;
+- 503 honours ``Retry-After``: no request goes out before it has passed;
+- short timeouts; the token is never logged.
+
+Base URL: the ``endpoint`` argument, else ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` (like boto3), else
+``http://169.254.169.254``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+
+import requests
+
+from spored import __version__, logs
+
+DEFAULT_ENDPOINT = "http://169.254.169.254"
+TOKEN_PATH = "/latest/api/token"  # noqa: S105 - a URL path, not a secret
+TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"  # noqa: S105 - header name
+TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - header name
+
+log = logs.get("spored.imds")
+
+
+class ImdsError(Exception):
+    """Metadata could not be read (transient or not); callers turn it into Unknown."""
+
+
+class ImdsUnavailable(ImdsError):
+    """Unreachable, timed out, throttled (503) or an unexpected status."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ImdsDisabled(ImdsError):
+    """403 on the token request: the metadata service is disabled for this instance."""
+
+
+def endpoint_from_env(configured: str = "") -> str:
+    base = configured or os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "") or DEFAULT_ENDPOINT
+    return base.rstrip("/")
+
+
+def _retry_after_seconds(value: str | None, now_wall: float) -> float:
+    if not value:
+        return 1.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now_wall)
+    except (TypeError, ValueError):
+        return 1.0
+
+
+class ImdsClient:
+    """Thread-safe IMDSv2 client. ``get(path)`` returns the body, or None when absent (404)."""
+
+    def __init__(
+        self,
+        endpoint: str = "",
+        *,
+        timeout: float = 1.0,
+        token_ttl: int = 21600,
+        refresh_margin: float = 60.0,
+        disabled_backoff: float = 60.0,
+        max_retry_after: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base = endpoint_from_env(endpoint)
+        self.timeout = timeout
+        self.token_ttl = token_ttl
+        self.refresh_margin = min(refresh_margin, token_ttl / 2)
+        self.disabled_backoff = disabled_backoff
+        self.max_retry_after = max_retry_after
+        self._clock = clock
+        self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = f"spored/{__version__}"
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._not_before = 0.0
+        self._disabled_until = 0.0
+        self.token_fetches = 0
+
+    # -- token ---------------------------------------------------------------------------------
+    def _fresh_token(self) -> str:
+        now = self._clock()
+        if self._token is not None and now < self._token_expires - self.refresh_margin:
+            return self._token
+        if now < self._disabled_until:
+            raise ImdsDisabled("instance metadata is disabled (403 on the token request); "
+                               f"next try in {self._disabled_until - now:.0f}s")
+        self._check_backoff(now)
+        try:
+            resp = self._session.put(self.base + TOKEN_PATH, headers={TOKEN_TTL_HEADER: str(self.token_ttl)},
+                                     timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ImdsUnavailable(f"token request failed: {type(exc).__name__}") from None
+        self.token_fetches += 1
+        if resp.status_code == 403:
+            self._disabled_until = now + self.disabled_backoff
+            log.warning("imds.disabled", status=403, backoff_s=self.disabled_backoff)
+            raise ImdsDisabled("instance metadata is disabled (403 on the token request)")
+        self._raise_for_status(resp, TOKEN_PATH)
+        token = resp.text.strip()
+        if not token:
+            raise ImdsUnavailable("empty token from the metadata service")
+        ttl = self.token_ttl
+        with contextlib.suppress(ValueError):
+            ttl = int(resp.headers.get(TOKEN_TTL_HEADER, ttl))
+        self._token = token
+        self._token_expires = now + ttl
+        log.debug("imds.token", ttl_s=ttl)
+        return token
+
+    # -- requests ------------------------------------------------------------------------------
+    def _check_backoff(self, now: float) -> None:
+        if now < self._not_before:
+            raise ImdsUnavailable(f"metadata service asked us to wait {self._not_before - now:.1f}s",
+                                  retry_after=self._not_before - now)
+
+    def _raise_for_status(self, resp: requests.Response, path: str) -> None:
+        if resp.status_code == 503:
+            wait = min(_retry_after_seconds(resp.headers.get("Retry-After"), time.time()),
+                       self.max_retry_after)
+            self._not_before = self._clock() + wait
+            log.info("imds.throttled", path=path, retry_after_s=wait)
+            raise ImdsUnavailable(f"{path}: 503, retry after {wait:.1f}s", retry_after=wait)
+        if resp.status_code != 200:
+            raise ImdsUnavailable(f"{path}: HTTP {resp.status_code}")
+
+    def get(self, path: str) -> str | None:
+        """GET ``/latest/<path>``; None if the metadata service says 404 (absent)."""
+        url = f"{self.base}/latest/{path.lstrip('/')}"
+        with self._lock:
+            for attempt in (1, 2):
+                self._check_backoff(self._clock())
+                token = self._fresh_token()
+                try:
+                    resp = self._session.get(url, headers={TOKEN_HEADER: token}, timeout=self.timeout)
+                except requests.RequestException as exc:
+                    raise ImdsUnavailable(f"{path}: {type(exc).__name__}") from None
+                if resp.status_code == 401 and attempt == 1:
+                    log.info("imds.token_rejected", path=path)
+                    self._token = None
+                    continue
+                if resp.status_code == 404:
+                    return None
+                self._raise_for_status(resp, path)
+                return resp.text
+        raise ImdsUnavailable(f"{path}: 401 twice with a fresh token")
