@@ -1,0 +1,117 @@
+"""The agent's EC2 adapter: the only module that talks to the EC2 API.
+
+boto3 is imported lazily, on the first call that needs it: with tags in instance metadata the
+steady state makes no EC2 call and never loads boto3. Credentials come from boto3's normal chain
+(on an instance: the instance profile through IMDS, found via AWS_EC2_METADATA_SERVICE_ENDPOINT);
+the endpoint from ``endpoint`` or AWS_ENDPOINT_URL (boto3 reads it itself). botocore's retry mode
+is ``adaptive`` (client-side rate limiting for fleets) unless AWS_RETRY_MODE says otherwise.
+
+Every call is logged as the structured event ``aws.call`` with service and operation, and each
+operation declares the IAM action it needs in ``PERMISSIONS`` (the agent's policy must allow
+exactly these).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from spored import __version__, logs
+from spored.errors import SpawnError, from_aws
+
+log = logs.get("spored.ec2")
+
+# Operation -> IAM action. Describe calls have no resource-level permissions; the destructive ones
+# are limited by the agent policy to its own instance and spawn:managed=true.
+PERMISSIONS: dict[str, str] = {
+    "DescribeTags": "ec2:DescribeTags",
+    "TerminateInstances": "ec2:TerminateInstances",
+    "StopInstances": "ec2:StopInstances",
+}
+
+DENIED_CODES = frozenset({"AccessDenied", "UnauthorizedOperation", "AuthFailure",
+                          "InvalidClientTokenId", "ExpiredToken", "SignatureDoesNotMatch"})
+HIBERNATE_REFUSED_CODES = frozenset({"UnsupportedHibernationConfiguration", "UnsupportedOperation",
+                                     "IncorrectInstanceState", "InvalidParameterCombination"})
+
+
+class Ec2CallError(Exception):
+    """A failed EC2 call. ``kind``: denied | unreachable | error; ``code`` the AWS error code."""
+
+    def __init__(self, operation: str, kind: str, code: str, error: SpawnError) -> None:
+        super().__init__(error.message)
+        self.operation = operation
+        self.kind = kind
+        self.code = code
+
+
+class Ec2:
+    def __init__(self, region: str, endpoint: str = "") -> None:
+        self.region = region
+        self.endpoint = endpoint
+        self._client: Any = None
+        self.calls = 0
+
+    def _ec2(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            mode = os.environ.get("AWS_RETRY_MODE", "adaptive")
+            retries: Any = {"mode": mode if mode in ("standard", "adaptive") else "adaptive",
+                            "max_attempts": 4}
+            config = Config(
+                retries=retries,
+                user_agent_extra=f"spored/{__version__}",
+                connect_timeout=3,
+                read_timeout=10,
+            )
+            kwargs: dict[str, Any] = {"region_name": self.region, "config": config}
+            if self.endpoint:
+                kwargs["endpoint_url"] = self.endpoint
+            self._client = boto3.session.Session().client("ec2", **kwargs)
+        return self._client
+
+    def _call(self, operation: str, method: str, **params: Any) -> Any:
+        self.calls += 1
+        log.info("aws.call", service="ec2", operation=operation, permission=PERMISSIONS[operation],
+                 instance_id=params.get("InstanceIds", [None])[0] if "InstanceIds" in params else None)
+        try:
+            return getattr(self._ec2(), method)(**params)
+        except Exception as exc:  # botocore's errors, translated at this one boundary
+            if not hasattr(exc, "response") and type(exc).__module__.split(".")[0] not in ("botocore",
+                                                                                             "urllib3"):
+                raise
+            error = from_aws(exc, action=f"ec2:{operation}")
+            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__))
+            kind = "error"
+            if code in DENIED_CODES or type(exc).__name__ in ("NoCredentialsError",
+                                                              "CredentialRetrievalError"):
+                kind = "denied"
+            elif getattr(error, "aws_code", None) == "Unreachable" or code in (
+                    "RequestLimitExceeded", "Throttling", "ServiceUnavailable", "InternalError",
+                    "Unavailable"):
+                kind = "unreachable"
+            log.warning("aws.error", service="ec2", operation=operation, code=code, kind=kind,
+                        message=error.message)
+            raise Ec2CallError(operation, kind, code, error) from None
+
+    def describe_tags(self, instance_id: str) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        params: dict[str, Any] = {"Filters": [{"Name": "resource-id", "Values": [instance_id]}],
+                                  "MaxResults": 1000}
+        while True:
+            page = self._call("DescribeTags", "describe_tags", **params)
+            for item in page.get("Tags", []):
+                if item.get("ResourceId") == instance_id:
+                    tags[str(item["Key"])] = str(item.get("Value", ""))
+            token = page.get("NextToken")
+            if not token:
+                return tags
+            params["NextToken"] = token
+
+    def terminate(self, instance_id: str) -> None:
+        self._call("TerminateInstances", "terminate_instances", InstanceIds=[instance_id])
+
+    def stop(self, instance_id: str, *, hibernate: bool = False) -> None:
+        self._call("StopInstances", "stop_instances", InstanceIds=[instance_id], Hibernate=hibernate)
