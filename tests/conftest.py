@@ -50,7 +50,7 @@ class MotoServer:
         """Switch moto's IAM enforcement (actions only; see the notes) on or off."""
         import requests
 
-        body = "0" if on else "-1"
+        body = "0" if on else "inf"  # moto authenticates once its request count >= this number
         requests.post(f"{self.url}/moto-api/reset-auth", data=body, timeout=10).raise_for_status()
 
 
