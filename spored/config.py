@@ -48,8 +48,12 @@ class Config:
     ec2_endpoint: str = ""
     # Observe and decide, log what would happen, never act.
     dry_run: bool = False
-    # How often tags are re-read (with jitter).
+    # How often tags are re-read (with jitter) from instance metadata.
     tag_refresh: timedelta = timedelta(seconds=60)
+    # How often tags are re-read with ec2:DescribeTags when the launch did not put tags in
+    # metadata (API calls cost: 5m = 12 calls per instance-hour). SIGHUP re-reads at once, and
+    # tags are always re-read right before an action.
+    tag_refresh_api: timedelta = timedelta(minutes=5)
     # How often spot/rebalance notices are polled.
     spot_poll: timedelta = timedelta(seconds=2)
     # How often idle signals are sampled and the decision re-evaluated.
@@ -76,7 +80,7 @@ class Config:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
 
-_DURATION_KEYS = {"tag_refresh", "spot_poll", "tick", "completion_delay", "boot_grace",
+_DURATION_KEYS = {"tag_refresh", "tag_refresh_api", "spot_poll", "tick", "completion_delay", "boot_grace",
                   "pre_stop_timeout", "backstop_after"}
 _BOOL_KEYS = {"dry_run", "backstop", "wall"}
 _STR_KEYS = {"imds_endpoint", "ec2_endpoint", "completion_marker", "pre_stop_hook"}
