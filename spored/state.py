@@ -127,7 +127,7 @@ class StateStore:
         self.boot_id = boot_id
         self.problem: str | None = None
 
-    def load(self) -> AgentState:
+    def load(self, *, set_aside: bool = True) -> AgentState:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -140,8 +140,9 @@ class StateStore:
             state = from_json(text)
         except (ValueError, KeyError, TypeError) as exc:
             aside = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")
-            with contextlib.suppress(OSError):
-                os.replace(self.path, aside)
+            if set_aside:
+                with contextlib.suppress(OSError):
+                    os.replace(self.path, aside)
             self.problem = f"{self.path} was corrupt ({exc}); set aside as {aside.name}"
             log.error("state.corrupt", path=str(self.path), set_aside=str(aside), error=str(exc))
             return AgentState(boot_id=self.boot_id)

@@ -1,0 +1,524 @@
+"""The agent loop: observe -> decide -> record -> act -> notify the watchdog.
+
+Everything that changes state happens on the main thread, which consumes events from one queue.
+APScheduler (3.x, a BackgroundScheduler) only produces events on time:
+- ``tick`` every ``config.tick``: sample the idle probes, decide, act, write the status file, and
+  then, only then, ``WATCHDOG=1``;
+- ``tags`` every ``config.tag_refresh`` (``tag_refresh_api`` when tags come from DescribeTags),
+  with jitter;
+- ``spot`` every ``config.spot_poll`` (<= 2 s): reads the spot and rebalance paths on the
+  scheduler's thread and wakes the loop only when a notice it has not seen appears;
+- ``due``: a ``date`` job at the exact time of the next planned action, so the terminate call goes
+  out within moments of the deadline instead of at the next tick.
+SIGHUP re-reads the configuration and the tags at once; SIGTERM sends STOPPING=1 and exits 0.
+
+Exit codes: 0 after SIGTERM; 75 (EX_TEMPFAIL) after ``MAX_SAME_FAILURES`` identical consecutive
+failures of the loop, so systemd restarts the agent; 78 (EX_CONFIG) for a configuration error at
+start, which the unit lists in RestartPreventExitStatus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from spored import __version__, actions, logs
+from spored import config as config_mod
+from spored.config import Config
+from spored.contract import Action, Reason, format_remaining, format_timestamp, is_managed
+from spored.decide import Decision, Observations, Verb, decide, summary
+from spored.ec2 import Ec2, Ec2CallError
+from spored.errors import ConfigError
+from spored.imds import ImdsClient
+from spored.observe import Identity, Notice, Unknown, read_identity, read_metadata_tags, read_notice
+from spored.probes import (
+    Counters,
+    Signals,
+    read_boot_id,
+    read_counters,
+    read_gpu,
+    read_sessions,
+    read_uptime,
+    signals_between,
+)
+from spored.sdnotify import Notifier
+from spored.state import ActFailure, AgentState, StateStore, runtime_dir, state_dir, write_atomic
+
+EXIT_RESTART = 75
+EXIT_CONFIG = 78
+MAX_SAME_FAILURES = 5
+STATUS_FILE = "status.json"
+
+log = logs.get("spored.daemon")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+class Agent:
+    def __init__(self, cfg: Config, config_path: Path, *, proc_root: Path = Path("/"),
+                 notifier: Notifier | None = None, read_only: bool = False) -> None:
+        self.config = cfg
+        # read_only (``spored check``): observe and decide; never save, consume or act.
+        self.read_only = read_only
+        self.config_path = config_path
+        self.proc_root = proc_root
+        self.notifier = notifier or Notifier()
+        self.runtime = runtime_dir()
+        self.imds = ImdsClient(cfg.imds_endpoint)
+        self.store = StateStore(state_dir(), read_boot_id(proc_root))
+        self.state: AgentState = self.store.load(set_aside=not read_only)
+        self.identity: Identity | Unknown = Unknown("not read yet")
+        self.tags: dict[str, str] | Unknown = Unknown("not read yet")
+        self.tags_source = "none"
+        self.last_tag_refresh: datetime | None = None
+        self.spot: Notice | Unknown | None = None
+        self.rebalance: Notice | Unknown | None = None
+        nothing = Unknown("no window yet")
+        self.signals = Signals(nothing, nothing, nothing, nothing, None)
+        self.uptime: float | Unknown = Unknown("not read yet")
+        self._counters: Counters | None = None
+        self.decision: Decision | None = None
+        self.last_error: str | None = self.store.problem
+        self._ec2: Ec2 | None = None
+        self._hooks: list[actions.HookRun] = []
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._seen_notices: set[str] = set(self.state.notices)
+        self._lock = threading.Lock()
+        self._scheduler: Any = None
+        self._due_at: datetime | None = None
+        self._failures: tuple[str, int] = ("", 0)
+        self._completion_refused = False
+
+    # ---------------------------------------------------------------- observation
+    def ec2(self) -> Ec2 | None:
+        if isinstance(self.identity, Unknown):
+            return None
+        if self._ec2 is None or self._ec2.region != self.identity.region:
+            self._ec2 = Ec2(self.identity.region, self.config.ec2_endpoint)
+        return self._ec2
+
+    def refresh_identity(self) -> None:
+        identity = read_identity(self.imds)
+        if isinstance(identity, Identity) or isinstance(self.identity, Unknown):
+            self.identity = identity
+        if isinstance(identity, Unknown):
+            log.warning("identity.unknown", why=identity.why)
+
+    def read_tags(self) -> tuple[dict[str, str] | Unknown, str, Ec2CallError | None]:
+        """Fresh tags: instance metadata when exposed, else DescribeTags on our own instance id."""
+        tags = read_metadata_tags(self.imds)
+        if tags is not None:
+            return tags, "metadata", None
+        ec2 = self.ec2()
+        if ec2 is None or isinstance(self.identity, Unknown):
+            return Unknown("tags not in metadata and identity unknown"), "api", None
+        try:
+            return ec2.describe_tags(self.identity.instance_id), "api", None
+        except Ec2CallError as exc:
+            return Unknown(f"DescribeTags: {exc.code}"), "api", exc
+
+    def refresh_tags(self) -> None:
+        tags, source, _error = self.read_tags()
+        self.tags_source = source
+        if isinstance(tags, Unknown):
+            self.last_error = str(tags)
+            log.warning("tags.unknown", why=tags.why, source=source)
+            self.tags = tags
+            return
+        changed = tags != self.tags
+        self.tags = tags
+        self.last_tag_refresh = now_utc()
+        if changed:
+            log.info("tags.changed", source=source, managed=is_managed(tags),
+                     lifecycle={k: v for k, v in tags.items() if k.startswith("spawn:")})
+        self._reschedule_tags()
+
+    def poll_notices(self) -> None:
+        """Scheduler thread: read spot/rebalance; wake the loop on a notice it has not seen."""
+        spot = read_notice(self.imds, "spot")
+        rebalance = read_notice(self.imds, "rebalance")
+        with self._lock:
+            self.spot, self.rebalance = spot, rebalance
+            fresh = [n for n in (spot, rebalance)
+                     if isinstance(n, Notice) and n.key not in self._seen_notices]
+            for notice in fresh:
+                self._seen_notices.add(notice.key)
+        for notice in fresh:
+            log.info("notice.seen", kind=notice.kind, action=notice.action,
+                     time=format_timestamp(notice.time))
+            self._events.put(("notice", notice.key))
+
+    def sample(self) -> None:
+        counters = read_counters(self.proc_root, time.monotonic())
+        self.signals = signals_between(self._counters, counters, sessions=read_sessions(self.proc_root),
+                                       gpu=read_gpu())
+        self._counters = counters
+        self.uptime = read_uptime(self.proc_root)
+        if not self.read_only:
+            self._check_completion_marker()
+
+    def _check_completion_marker(self) -> None:
+        marker = Path(self.config.completion_marker)
+        if not marker.exists():
+            return
+        try:
+            mode = marker.parent.stat().st_mode
+        except OSError:
+            return
+        if mode & 0o002:
+            if not self._completion_refused:
+                log.error("completion.refused", marker=str(marker),
+                          why="its directory is world-writable: any local user could end the instance")
+                self.last_error = f"completion marker refused: {marker.parent} is world-writable"
+                self._completion_refused = True
+            return
+        try:
+            marker.unlink()
+        except OSError as exc:
+            log.error("completion.unconsumable", marker=str(marker), error=exc.strerror)
+            return
+        if self.state.completed_at is None:
+            self.state = replace(self.state, completed_at=now_utc())
+            log.info("completion.marker", marker=str(marker), delay=str(self.config.completion_delay))
+
+    def observations(self) -> Observations:
+        with self._lock:
+            spot, rebalance = self.spot, self.rebalance
+        return Observations(identity=self.identity, tags=self.tags, spot=spot, rebalance=rebalance,
+                            signals=self.signals, uptime=self.uptime)
+
+    # ---------------------------------------------------------------- decision and action
+    def decide_only(self) -> Decision:
+        self.decision = decide(self.state, self.observations(), now_utc(), self.config)
+        return self.decision
+
+    def evaluate(self, trigger: str) -> Decision:
+        now = now_utc()
+        decision = decide(self.state, self.observations(), now, self.config)
+        if decision.policy.source == "tags" and decision.policy.valid_tags != self.state.last_good_tags:
+            self.state = replace(self.state, last_good_tags=dict(decision.policy.valid_tags))
+        self.state = replace(self.state, idle_since=decision.idle_since)
+        for problem in decision.problems:
+            if self.decision is None or problem not in self.decision.problems:
+                log.warning("policy.problem", problem=problem)
+        if self.decision is None or (decision.verb, decision.key) != (self.decision.verb, self.decision.key):
+            log.info("decision", trigger=trigger, verb=str(decision.verb),
+                     action=str(decision.action) if decision.action else None,
+                     reason=str(decision.reason) if decision.reason else None,
+                     at=format_timestamp(decision.at) if decision.at else None,
+                     explanation=decision.explanation)
+        self.decision = decision
+        if decision.verb is Verb.ACT:
+            self._act(decision)
+        elif decision.verb is Verb.NOTICE:
+            self._notice(decision)
+        elif decision.verb is Verb.BACKSTOP:
+            self._backstop(decision)
+        elif decision.verb is Verb.WAIT:
+            self._prepare(decision)
+        self._schedule_due(decision.at if decision.verb is Verb.WAIT else None)
+        self.store.save(self.state)
+        self.write_status()
+        return decision
+
+    def _warn(self, decision: Decision, message: str) -> None:
+        if decision.action is None or decision.reason is None or decision.at is None:
+            return
+        log.warning("warning", action=str(decision.action), reason=str(decision.reason),
+                    at=format_timestamp(decision.at), message=message)
+        try:
+            actions.write_warning(self.runtime, action=decision.action, reason=decision.reason,
+                                  at=decision.at, message=message)
+        except OSError as exc:
+            log.error("warning.file_failed", error=exc.strerror)
+        if self.config.wall:
+            actions.wall(f"spored: {message}")
+
+    def _prepare(self, decision: Decision) -> None:
+        if decision.at is None or decision.key is None or decision.reason is None:
+            return
+        if decision.warn:
+            remaining = format_remaining(decision.at - now_utc())
+            self._warn(decision, f"this instance will {decision.action} at {format_timestamp(decision.at)} "
+                                 f"(in {remaining}): {decision.explanation}")
+            self.state = replace(self.state, warned=(*self.state.warned, *decision.warn))
+        if decision.hook and decision.hook_until is not None:
+            self._start_hook(decision.reason, str(decision.action), decision.hook_until, decision.key)
+
+    def _start_hook(self, reason: Reason, action: str, until: datetime, key: str) -> None:
+        self.state = replace(self.state, hooks=(*self.state.hooks, key))
+        run = actions.start_hook(self.config.pre_stop_hook, reason=reason, action=action, until=until)
+        if run is not None:
+            self._hooks.append(run)
+
+    def _notice(self, decision: Decision) -> None:
+        if decision.key is None or decision.reason is None or decision.at is None:
+            return
+        self.state = replace(self.state, notices=(*self.state.notices, decision.key))
+        if decision.hook and decision.hook_until is not None:
+            self._start_hook(decision.reason, str(decision.action or decision.reason), decision.hook_until,
+                             decision.key)
+        message = (f"AWS will reclaim this spot instance at {format_timestamp(decision.at)}"
+                   if decision.reason is Reason.SPOT_INTERRUPTION
+                   else "AWS recommends rebalancing: this spot instance is at elevated risk of interruption")
+        log.warning("notice", reason=str(decision.reason), at=format_timestamp(decision.at))
+        try:
+            actions.write_warning(self.runtime, action=Action.TERMINATE, reason=decision.reason,
+                                  at=decision.at, message=message)
+        except OSError as exc:
+            log.error("warning.file_failed", error=exc.strerror)
+        if self.config.wall:
+            actions.wall(f"spored: {message}")
+
+    def _record_failure(self, key: str, exc: Ec2CallError) -> None:
+        failure = self.state.failure
+        since = failure.since if failure is not None and failure.key == key and failure.kind == exc.kind \
+            else now_utc()
+        self.state = replace(self.state, failure=ActFailure(key=key, kind=exc.kind, since=since,
+                                                            message=str(exc)))
+        self.last_error = str(exc)
+
+    def _act(self, decision: Decision) -> None:
+        if decision.action is None or decision.key is None:
+            return
+        # Right before a destructive call: fresh identity and tags, and the same decision from them.
+        self.refresh_identity()
+        identity = self.identity
+        tags, source, error = self.read_tags()
+        if isinstance(tags, Unknown) or isinstance(identity, Unknown):
+            why = str(tags) if isinstance(tags, Unknown) else str(identity)
+            log.warning("action.deferred", action=str(decision.action), why=why)
+            self.last_error = f"{decision.action} deferred: {why}"
+            if error is not None:  # the EC2 API refuses or is unreachable: counts toward the backstop
+                self._record_failure(decision.key, error)
+            return
+        self.tags, self.tags_source, self.last_tag_refresh = tags, source, now_utc()
+        fresh = decide(self.state, self.observations(), now_utc(), self.config)
+        if fresh.verb is not Verb.ACT or fresh.key != decision.key or not is_managed(tags):
+            log.info("action.cancelled", action=str(decision.action), why=fresh.explanation)
+            self.decision = fresh
+            return
+        target = identity.instance_id
+        stamp = format_timestamp(now_utc())
+        if self.config.dry_run:
+            log.warning("action.dry_run", action=str(decision.action), reason=str(decision.reason),
+                        instance_id=target)
+            self.state = replace(self.state, done={**self.state.done, decision.key: f"{stamp} (dry run)"})
+            return
+        ec2 = self.ec2()
+        if ec2 is None:
+            return
+        log.warning("action.start", action=str(decision.action), reason=str(decision.reason),
+                    instance_id=target, deadline=_ts(decision.at))
+        try:
+            done = actions.execute(ec2, target, decision.action,
+                                   hibernate_fallback=self.config.hibernate_fallback)
+        except Ec2CallError as exc:
+            self._record_failure(decision.key, exc)
+            log.error("action.failed", action=str(decision.action), code=exc.code, kind=exc.kind)
+            return
+        self.state = replace(self.state, done={**self.state.done, decision.key: stamp}, failure=None)
+        log.warning("action.done", action=str(done), reason=str(decision.reason), instance_id=target)
+
+    def _backstop(self, decision: Decision) -> None:
+        if decision.key is None or not self.config.backstop:
+            return
+        path = actions.request_poweroff(self.runtime, reason=decision.explanation)
+        log.error("backstop.poweroff_requested", path=str(path), why=decision.explanation)
+        self.state = replace(self.state, done={**self.state.done,
+                                               f"backstop@{decision.key}": format_timestamp(now_utc())})
+
+    # ---------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        d = self.decision
+        now = now_utc()
+        policy = d.policy if d else None
+        identity = self.identity
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "updated_at": format_timestamp(now),
+            "tick_seconds": self.config.tick.total_seconds(),
+            "instance_id": None if isinstance(identity, Unknown) else identity.instance_id,
+            "managed": policy.managed if policy else None,
+            "deadline": format_timestamp(policy.deadline) if policy and policy.deadline else None,
+            "deadline_source": policy.deadline_source if policy else None,
+            "idle": {
+                "timeout": str(policy.idle_timeout) if policy and policy.idle_timeout else None,
+                "since": format_timestamp(d.idle_since) if d and d.idle_since else None,
+                "signals": [s.__dict__ for s in d.idle] if d else [],
+            },
+            "completion": {
+                "completed_at": _ts(self.state.completed_at),
+                "action_at": format_timestamp(self.state.completed_at + self.config.completion_delay)
+                if self.state.completed_at else None,
+            },
+            "tags": {"source": self.tags_source,
+                     "last_refresh": _ts(self.last_tag_refresh)},
+            "last_error": self.last_error,
+            "problems": list(d.problems) if d else [],
+            "next": None if d is None else {
+                "verb": str(d.verb), "action": str(d.action) if d.action else None,
+                "reason": str(d.reason) if d.reason else None,
+                "at": format_timestamp(d.at) if d.at else None, "why": d.explanation,
+            },
+            "done": self.state.done,
+            "dry_run": self.config.dry_run,
+        }
+
+    def write_status(self) -> None:
+        try:
+            write_atomic(self.runtime / STATUS_FILE, json.dumps(self.status(), indent=1) + "\n", mode=0o644)
+        except OSError as exc:
+            log.error("status.write_failed", error=exc.strerror)
+
+    # ---------------------------------------------------------------- scheduling
+    def _reschedule_tags(self) -> None:
+        if self._scheduler is None:
+            return
+        interval = self.config.tag_refresh if self.tags_source == "metadata" else self.config.tag_refresh_api
+        job = self._scheduler.get_job("tags")
+        seconds = interval.total_seconds()
+        if job is None or getattr(job.trigger, "interval", None) != timedelta(seconds=seconds):
+            self._scheduler.add_job(self._events.put, "interval", args=[("tags", None)], id="tags",
+                                    seconds=seconds, jitter=max(1, int(seconds * 0.1)),
+                                    replace_existing=True)
+
+    def _schedule_due(self, at: datetime | None) -> None:
+        if self._scheduler is None or at == self._due_at:
+            return
+        self._due_at = at
+        if at is None or at <= now_utc():
+            if self._scheduler.get_job("due"):
+                self._scheduler.remove_job("due")
+            return
+        self._scheduler.add_job(self._events.put, "date", args=[("due", None)], id="due", run_date=at,
+                                replace_existing=True, misfire_grace_time=None)
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        sched = BackgroundScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(2)},
+                                    job_defaults={"coalesce": True, "max_instances": 1,
+                                                  "misfire_grace_time": None})
+        sched.add_job(self._events.put, "interval", args=[("tick", None)], id="tick",
+                      seconds=self.config.tick.total_seconds())
+        sched.add_job(self.poll_notices, "interval", id="spot", seconds=self.config.spot_poll.total_seconds(),
+                      next_run_time=now_utc())
+        self._scheduler = sched
+        self._reschedule_tags()
+        sched.start()
+
+    def _restart_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+            self._due_at = None
+        self._start_scheduler()
+
+    # ---------------------------------------------------------------- loop
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._events.put(("hup" if signum == signal.SIGHUP else "term", None))
+
+    def reload(self) -> None:
+        try:
+            cfg = config_mod.load(self.config_path)
+        except ConfigError as exc:
+            log.error("config.reload_failed", error=exc.message, kept="previous configuration")
+            self.last_error = exc.message
+            return
+        changed = cfg != self.config
+        self.config = cfg
+        if cfg.imds_endpoint != self.imds.base and cfg.imds_endpoint:
+            self.imds = ImdsClient(cfg.imds_endpoint)
+        log.info("config.reloaded", changed=changed)
+        self.refresh_identity()
+        self.refresh_tags()
+        if changed:
+            self._restart_scheduler()
+
+    def tick(self) -> None:
+        if isinstance(self.identity, Unknown):
+            self.refresh_identity()
+        if isinstance(self.tags, Unknown):
+            self.refresh_tags()
+        self.sample()
+        decision = self.evaluate("tick")
+        self._hooks = [h for h in self._hooks if h.running]
+        self.notifier.status(summary(decision, now_utc()))
+        self.notifier.watchdog()
+
+    def handle(self, event: str) -> bool:
+        """One event on the main thread; False when the loop should end."""
+        if event == "term":
+            return False
+        if event == "hup":
+            log.info("signal.hup")
+            self.reload()
+            self.evaluate("hup")
+        elif event == "tags":
+            self.refresh_tags()
+            self.evaluate("tags")
+        elif event in ("due", "notice"):
+            self.evaluate(event)
+        elif event == "tick":
+            self.tick()
+        return True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        log.info("agent.start", version=__version__, config=str(self.config_path), boot_id=self.store.boot_id,
+                 dry_run=self.config.dry_run, backstop=self.config.backstop)
+        if self.store.problem:
+            log.error("state.problem", problem=self.store.problem)
+        self.refresh_identity()
+        self.refresh_tags()
+        self.poll_notices()
+        self.sample()
+        decision = self.evaluate("start")
+        self._start_scheduler()
+        self._schedule_due(decision.at if decision.verb is Verb.WAIT else None)
+        self.notifier.ready(summary(decision, now_utc()))
+        try:
+            while True:
+                try:
+                    event, _ = self._events.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                try:
+                    if not self.handle(event):
+                        break
+                    self._failures = ("", 0)
+                except Exception as exc:  # the loop survives; K identical failures -> exit for restart
+                    text = f"{type(exc).__name__}: {exc}"
+                    count = self._failures[1] + 1 if self._failures[0] == text else 1
+                    self._failures = (text, count)
+                    self.last_error = text
+                    log.exception("loop.failure", event=event, consecutive=count)
+                    if count >= MAX_SAME_FAILURES:
+                        log.error("agent.exit_for_restart", code=EXIT_RESTART, failure=text)
+                        return EXIT_RESTART
+        finally:
+            self.notifier.stopping("stopping")
+            if self._scheduler is not None:
+                self._scheduler.shutdown(wait=False)
+        log.info("agent.stop")
+        return 0
+
+
+def _ts(moment: datetime | None) -> str | None:
+    return format_timestamp(moment) if moment is not None else None
