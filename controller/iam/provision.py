@@ -1,0 +1,342 @@
+"""Create or reuse the instance role and profile a plan describes (boto3), and undo it.
+
+Idempotent and safe under concurrency: every create treats ``EntityAlreadyExists`` as success,
+``PutRolePolicy``/``AttachRolePolicy`` are idempotent, and adding the role to its profile
+re-reads the profile on ``LimitExceeded`` (another launch added it first). A profile found
+without its role is repaired. No sleeps here: IAM's propagation delay is handled where it shows,
+around RunInstances (``retry_on_profile_propagation``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from spored.errors import AwsError, ValidationError, from_aws
+
+from . import document as doclib
+from .agent_policy import AGENT_ACTIONS, agent_policy_document
+from .compose import POLICY_AGENT, SPAWN_POLICY_NAMES, IamPlan
+
+
+@dataclass(frozen=True)
+class Created:
+    kind: str          # "role" | "instance-profile" | "inline-policy" | "managed-attachment"
+    name: str
+    detail: str = ""
+    reusable: bool = False
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class Provisioned:
+    role_name: str
+    profile_name: str
+    profile_arn: str
+    created: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    resources: list[Created] = field(default_factory=list)
+    region: str | None = None
+
+    def run_instances_profile(self) -> dict[str, str]:
+        """The RunInstances ``IamInstanceProfile`` argument: the ARN goes in the Arn field."""
+        return {"Arn": self.profile_arn}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role_name": self.role_name, "profile_name": self.profile_name,
+                "profile_arn": self.profile_arn, "created": list(self.created),
+                "warnings": list(self.warnings)}
+
+
+def _code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str((response.get("Error") or {}).get("Code", ""))
+    return ""
+
+
+def _is_client_error(exc: BaseException) -> bool:
+    return isinstance(getattr(exc, "response", None), dict)
+
+
+def _decode_policy(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    text = unquote(str(value))
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def missing_statement_message(role: str) -> str:
+    return (f"role {role} lacks the agent's permissions ({', '.join(AGENT_ACTIONS)}), so the "
+            "instance could not end itself. Add this statement to one of its policies, or put the "
+            "whole document as an inline policy (`spawn iam agent-policy --json`):\n"
+            + json.dumps(agent_policy_document()["Statement"], indent=2))
+
+
+class _Provisioner:
+    def __init__(self, plan: IamPlan, region: str | None) -> None:
+        from controller.aws import client
+
+        self.plan = plan
+        self.region = region
+        self.iam = client("iam", region)
+        self.result = Provisioned(role_name=plan.role_name, profile_name=plan.profile_name,
+                                  profile_arn="", region=region)
+
+    def record(self, item: Created) -> None:
+        self.result.resources.append(item)
+        self.result.created.append(item.describe())
+
+    def call(self, action: str, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except Exception as exc:
+            if _is_client_error(exc):
+                raise from_aws(exc, action=action) from exc
+            raise
+
+    # -- role ------------------------------------------------------------------------------
+    def get_role(self) -> dict[str, Any] | None:
+        try:
+            role: dict[str, Any] = self.iam.get_role(RoleName=self.plan.role_name)["Role"]
+            return role
+        except Exception as exc:
+            if _code(exc) == "NoSuchEntity":
+                return None
+            if _is_client_error(exc):
+                raise from_aws(exc, action=f"reading role {self.plan.role_name}") from exc
+            raise
+
+    def create_role(self) -> bool:
+        p = self.plan
+        kwargs: dict[str, Any] = {
+            "RoleName": p.role_name, "Path": p.path,
+            "AssumeRolePolicyDocument": json.dumps(p.trust_policy),
+            "Description": "spawn instance role (content " + p.content_hash[:12] + ")"
+                           if not p.named else "spawn instance role",
+            "Tags": [{"Key": k, "Value": v} for k, v in p.tags.items()],
+        }
+        if p.permissions_boundary:
+            kwargs["PermissionsBoundary"] = p.permissions_boundary
+        try:
+            self.iam.create_role(**kwargs)
+        except Exception as exc:
+            if _code(exc) == "EntityAlreadyExists":
+                return False  # a concurrent launch created it: same content, same role
+            if _is_client_error(exc):
+                raise from_aws(exc, action=f"creating role {p.role_name}") from exc
+            raise
+        self.record(Created("role", p.role_name, f"path {p.path}", reusable=not p.named))
+        return True
+
+    def role_documents(self) -> list[dict[str, Any]]:
+        """Every policy document attached to the role (inline and managed default versions)."""
+        name = self.plan.role_name
+        docs: list[dict[str, Any]] = []
+        pages = self.iam.get_paginator("list_role_policies").paginate(RoleName=name)
+        for page in pages:
+            for policy in page["PolicyNames"]:
+                got = self.iam.get_role_policy(RoleName=name, PolicyName=policy)
+                docs.append(_decode_policy(got["PolicyDocument"]))
+        attached = self.iam.get_paginator("list_attached_role_policies").paginate(RoleName=name)
+        for page in attached:
+            for item in page["AttachedPolicies"]:
+                arn = item["PolicyArn"]
+                version = self.iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+                got = self.iam.get_policy_version(PolicyArn=arn, VersionId=version)
+                docs.append(_decode_policy(got["PolicyVersion"]["Document"]))
+        return docs
+
+    def put_policies(self, existing_role: dict[str, Any] | None) -> None:
+        p = self.plan
+        for name, doc in p.inline_policies.items():
+            self.call(f"putting inline policy {name} on role {p.role_name}",
+                      self.iam.put_role_policy, RoleName=p.role_name, PolicyName=name,
+                      PolicyDocument=json.dumps(doc))
+        if p.named and existing_role is not None:
+            # Bring a named role in line: drop spawn's inline policies no longer asked for.
+            current = self.iam.list_role_policies(RoleName=p.role_name)["PolicyNames"]
+            for stale in set(current) & set(SPAWN_POLICY_NAMES) - set(p.inline_policies):
+                self.call(f"deleting stale inline policy {stale}", self.iam.delete_role_policy,
+                          RoleName=p.role_name, PolicyName=stale)
+        for arn in p.managed_policy_arns:
+            self.call(f"attaching {arn} to role {p.role_name}", self.iam.attach_role_policy,
+                      RoleName=p.role_name, PolicyArn=arn)
+        if p.permissions_boundary and existing_role is not None:
+            current_boundary = (existing_role.get("PermissionsBoundary") or {}).get(
+                "PermissionsBoundaryArn")
+            if current_boundary != p.permissions_boundary:
+                self.call(f"setting the permissions boundary of role {p.role_name}",
+                          self.iam.put_role_permissions_boundary, RoleName=p.role_name,
+                          PermissionsBoundary=p.permissions_boundary)
+
+    def check_foreign_role(self) -> None:
+        """A pre-existing role used as-is: it must grant the agent's actions (or --force)."""
+        docs = self.role_documents()
+        missing = [a for a in AGENT_ACTIONS if not doclib.allows(docs, a)]
+        if not missing:
+            return
+        message = missing_statement_message(self.plan.role_name)
+        if not self.plan.force:
+            raise ValidationError("--iam-role", message,
+                                  hint="or pass --force to launch anyway (the instance will not "
+                                       "be able to end itself)")
+        self.result.warnings.append(
+            f"--force: role {self.plan.role_name} lacks {', '.join(missing)}; THE INSTANCE WILL NOT "
+            "BE ABLE TO STOP OR TERMINATE ITSELF (TTL, idle and completion will not end it)")
+
+    # -- profile ---------------------------------------------------------------------------
+    def ensure_profile(self) -> None:
+        p = self.plan
+        profile = self.existing_profile_for_named_role() if p.named else None
+        if profile is None:
+            profile = self.get_or_create_profile(p.profile_name)
+        self.result.profile_name = profile["InstanceProfileName"]
+        self.result.profile_arn = profile["Arn"]
+        roles = [r["RoleName"] for r in profile.get("Roles", [])]
+        if p.role_name in roles:
+            return
+        if roles:
+            raise AwsError(f"instance profile {profile['InstanceProfileName']} holds role "
+                           f"{roles[0]}, not {p.role_name}; an instance profile holds one role",
+                           aws_code="LimitExceeded",
+                           hint="remove that role from the profile, or delete the profile")
+        try:
+            self.iam.add_role_to_instance_profile(
+                InstanceProfileName=profile["InstanceProfileName"], RoleName=p.role_name)
+        except Exception as exc:
+            if _code(exc) != "LimitExceeded":
+                if _is_client_error(exc):
+                    raise from_aws(exc, action=f"adding role {p.role_name} to its profile") from exc
+                raise
+            # Another launch added a role first: fine if it is ours.
+            again = self.iam.get_instance_profile(
+                InstanceProfileName=profile["InstanceProfileName"])["InstanceProfile"]
+            if p.role_name not in [r["RoleName"] for r in again.get("Roles", [])]:
+                raise from_aws(exc, action=f"adding role {p.role_name} to its profile") from exc
+            return
+        self.record(Created("profile-role", profile["InstanceProfileName"],
+                            f"role {p.role_name} added", reusable=not p.named))
+
+    def existing_profile_for_named_role(self) -> dict[str, Any] | None:
+        got = self.iam.list_instance_profiles_for_role(RoleName=self.plan.role_name)
+        profiles: list[dict[str, Any]] = got["InstanceProfiles"]
+        return profiles[0] if profiles else None
+
+    def get_or_create_profile(self, name: str) -> dict[str, Any]:
+        try:
+            profile: dict[str, Any] = self.iam.get_instance_profile(
+                InstanceProfileName=name)["InstanceProfile"]
+            return profile
+        except Exception as exc:
+            if _code(exc) != "NoSuchEntity":
+                if _is_client_error(exc):
+                    raise from_aws(exc, action=f"reading instance profile {name}") from exc
+                raise
+        try:
+            created: dict[str, Any] = self.iam.create_instance_profile(
+                InstanceProfileName=name, Path=self.plan.path,
+                Tags=[{"Key": k, "Value": v} for k, v in self.plan.tags.items()])["InstanceProfile"]
+        except Exception as exc:
+            if _code(exc) == "EntityAlreadyExists":
+                again: dict[str, Any] = self.iam.get_instance_profile(
+                    InstanceProfileName=name)["InstanceProfile"]
+                return again
+            if _is_client_error(exc):
+                raise from_aws(exc, action=f"creating instance profile {name}") from exc
+            raise
+        self.record(Created("instance-profile", name, f"path {self.plan.path}",
+                            reusable=not self.plan.named))
+        return created
+
+    # -- whole -----------------------------------------------------------------------------
+    def run(self) -> Provisioned:
+        p = self.plan
+        role = self.get_role()
+        created_now = False
+        if role is None:
+            created_now = self.create_role()
+        if not p.named or created_now or p.has_policy_flags:
+            self.put_policies(None if created_now else role)
+        elif _spawn_created(role):
+            # spawn made this named role: keep the agent's policy on it, whatever happened since.
+            self.call(f"putting inline policy {POLICY_AGENT} on role {p.role_name}",
+                      self.iam.put_role_policy, RoleName=p.role_name, PolicyName=POLICY_AGENT,
+                      PolicyDocument=json.dumps(p.inline_policies[POLICY_AGENT]))
+        else:
+            self.check_foreign_role()
+        self.ensure_profile()
+        return self.result
+
+
+def _spawn_created(role: dict[str, Any] | None) -> bool:
+    if role is None:
+        return False
+    tags = {t["Key"]: t["Value"] for t in role.get("Tags", []) or []}
+    return tags.get("spawn:managed") == "true"
+
+
+def provision(plan: IamPlan, *, region: str | None = None) -> Provisioned:
+    """Create (or reuse) the role and instance profile; ``created`` lists what this call made."""
+    return _Provisioner(plan, region).run()
+
+
+def delete_role_completely(iam: Any, role_name: str) -> list[str]:
+    """Remove a role from its profiles, delete its inline policies, detach managed ones, delete it."""
+    done: list[str] = []
+    for profile in iam.list_instance_profiles_for_role(RoleName=role_name)["InstanceProfiles"]:
+        iam.remove_role_from_instance_profile(InstanceProfileName=profile["InstanceProfileName"],
+                                              RoleName=role_name)
+        done.append(f"removed role {role_name} from profile {profile['InstanceProfileName']}")
+    for page in iam.get_paginator("list_role_policies").paginate(RoleName=role_name):
+        for name in page["PolicyNames"]:
+            iam.delete_role_policy(RoleName=role_name, PolicyName=name)
+            done.append(f"deleted inline policy {name} of role {role_name}")
+    for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role_name):
+        for item in page["AttachedPolicies"]:
+            iam.detach_role_policy(RoleName=role_name, PolicyArn=item["PolicyArn"])
+            done.append(f"detached {item['PolicyArn']} from role {role_name}")
+    iam.delete_role(RoleName=role_name)
+    done.append(f"deleted role {role_name}")
+    return done
+
+
+def rollback(provisioned: Provisioned) -> list[str]:
+    """Undo what ``provision`` created, except content-addressed roles/profiles (reusable)."""
+    from controller.aws import client
+
+    iam = client("iam", provisioned.region)
+    report: list[str] = []
+    for item in reversed(provisioned.resources):
+        if item.reusable:
+            report.append(f"kept {item.describe()}: content-addressed, reusable by equal launches")
+            continue
+        try:
+            if item.kind == "role":
+                report.extend(delete_role_completely(iam, item.name))
+            elif item.kind == "instance-profile":
+                profile = iam.get_instance_profile(InstanceProfileName=item.name)["InstanceProfile"]
+                for role in profile.get("Roles", []):
+                    iam.remove_role_from_instance_profile(InstanceProfileName=item.name,
+                                                          RoleName=role["RoleName"])
+                iam.delete_instance_profile(InstanceProfileName=item.name)
+                report.append(f"deleted instance-profile {item.name}")
+            elif item.kind == "profile-role":
+                iam.remove_role_from_instance_profile(InstanceProfileName=item.name,
+                                                      RoleName=provisioned.role_name)
+                report.append(f"removed role {provisioned.role_name} from profile {item.name}")
+        except Exception as exc:
+            if _code(exc) == "NoSuchEntity":
+                report.append(f"{item.describe()}: already gone")
+                continue
+            if _is_client_error(exc):
+                report.append(f"could not undo {item.describe()}: "
+                              f"{from_aws(exc, action='rollback').message}")
+                continue
+            raise
+    return report
