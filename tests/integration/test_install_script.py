@@ -1,0 +1,148 @@
+"""The agent bundle, built for real, and install.sh run for real into a staging root.
+
+The bundle is built from a snapshot of the checkout (so parallel edits cannot change it between
+two builds) with the real wheel cache. install.sh runs with SPORED_ROOT pointing at a temporary
+root that holds a minimal /etc (passwd, group, shadow, gshadow): the venv, the offline install,
+the user and group, the units and their enablement all happen there. Starting the unit under a
+real systemd is the e2e tier's job. useradd/groupadd need root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller import bundle as bundle_mod
+
+REPO = Path(__file__).resolve().parents[2]
+SNAPSHOT = ("pyproject.toml", "README.md", "constraints.txt", "spored", "controller", "systemd",
+            "packaging", "docs")
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="useradd/groupadd need root")
+
+
+def snapshot(dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for name in SNAPSHOT:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.is_file():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, bundle_mod.Bundle]]:
+    base = tmp_path_factory.mktemp("bundle")
+    source = snapshot(base / "src")
+    yield source, bundle_mod.build_bundle(base / "out", root=source)
+
+
+@pytest.fixture
+def extracted(built: tuple[Path, bundle_mod.Bundle], tmp_path: Path) -> Path:
+    with tarfile.open(built[1].path) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    return tmp_path / "x" / f"spored-bundle-{built[1].version}"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A staging root with the /etc files useradd and groupadd edit, and an image user."""
+    etc = tmp_path / "root" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                "ec2-user:x:1000:1000::/home/ec2-user:/bin/sh\n")
+    (etc / "group").write_text("root:x:0:\ntty:x:5:\nec2-user:x:1000:\n")
+    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\nec2-user:!:19000:0:99999:7:::\n")
+    (etc / "gshadow").write_text("root:*::\ntty:*::\nec2-user:!::\n")
+    for name in ("shadow", "gshadow"):
+        (etc / name).chmod(0o600)
+    return tmp_path / "root"
+
+
+def install(args: list[str], root: Path, script: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "SPORED_ROOT": str(root), "HOME": str(root)}
+    return subprocess.run(["sh", str(script), *args], capture_output=True, text=True, env=env,
+                          timeout=240, check=False)
+
+
+def test_building_twice_gives_the_same_sha256(built: tuple[Path, bundle_mod.Bundle], tmp_path: Path) -> None:
+    source, first = built
+    again = bundle_mod.build_bundle(tmp_path / "again", root=source)
+    assert again.sha256 == first.sha256
+    assert again.path.name == f"spored-bundle-{first.version}.tar.gz"
+    assert (tmp_path / "again" / f"{again.path.name}.sha256").read_text() == \
+        f"{again.sha256}  {again.path.name}\n"
+
+
+def test_bundle_holds_a_complete_wheelhouse(extracted: Path) -> None:
+    wheels = sorted(p.name for p in (extracted / "wheelhouse").glob("*.whl"))
+    names = {w.split("-")[0].lower() for w in wheels}
+    assert {"spawn_spored", "boto3", "botocore", "requests", "structlog", "apscheduler", "pip"} <= names
+    assert any("-cp311-" in w for w in wheels)  # compiled deps for the instance's Python
+    assert (extracted / "install.sh").stat().st_mode & 0o111
+
+
+def test_install_creates_venv_user_units_and_is_idempotent(extracted: Path, root: Path) -> None:
+    first = install([], root, extracted / "install.sh")
+    assert first.returncode == 0, first.stderr
+    spored = root / "opt/spored/venv/bin/spored"
+    run = subprocess.run([str(spored), "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert os.readlink(root / "usr/local/bin/spored") == "/opt/spored/venv/bin/spored"
+    units = root / "etc/systemd/system"
+    for unit in ("spored.service", "spored-poweroff.path", "spored-poweroff.service"):
+        assert (units / unit).read_text() == (extracted / "systemd" / unit).read_text()
+    wants = units / "multi-user.target.wants"
+    assert sorted(p.name for p in wants.iterdir()) == ["spored-poweroff.path", "spored.service"]
+    passwd = (root / "etc/passwd").read_text()
+    group = (root / "etc/group").read_text()
+    spored_user = [line for line in passwd.splitlines() if line.startswith("spored:")]
+    assert len(spored_user) == 1
+    assert ":/var/lib/spored:" in spored_user[0] and spored_user[0].endswith("/nologin")
+    assert next(line for line in group.splitlines() if line.startswith("spored:")).endswith(":ec2-user")
+    assert "not started" in first.stderr
+
+    second = install([], root, extracted / "install.sh")
+    assert second.returncode == 0, second.stderr
+    assert (root / "etc/passwd").read_text() == passwd
+    assert (root / "etc/group").read_text() == group
+    assert sorted(p.name for p in wants.iterdir()) == ["spored-poweroff.path", "spored.service"]
+    run = subprocess.run([str(spored), "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+
+
+def test_sha256_mode_refuses_a_tarball_that_does_not_match(built: tuple[Path, bundle_mod.Bundle],
+                                                           extracted: Path, root: Path) -> None:
+    wrong = "0" * 64
+    proc = install(["--sha256", wrong, "--bundle", str(built[1].path)], root, extracted / "install.sh")
+    assert proc.returncode != 0
+    assert "does not match" in proc.stderr
+    assert not (root / "opt/spored/venv").exists()
+    assert not (root / "etc/systemd/system/spored.service").exists()
+
+
+def test_sha256_mode_verifies_extracts_and_installs(built: tuple[Path, bundle_mod.Bundle],
+                                                    extracted: Path, root: Path) -> None:
+    proc = install(["--sha256", built[1].sha256.upper(), "--bundle", str(built[1].path)], root,
+                   extracted / "install.sh")
+    assert proc.returncode == 0, proc.stderr
+    assert "sha256 verified" in proc.stderr
+    assert (root / "opt/spored/venv/bin/spored").exists()
+    assert (root / "etc/systemd/system/spored.service").exists()
+    assert not list((root / "opt/spored").glob(".bundle.*"))  # the extracted copy is removed
+
+
+def test_install_refuses_a_directory_that_is_not_a_bundle(extracted: Path, root: Path,
+                                                          tmp_path: Path) -> None:
+    proc = install([str(tmp_path)], root, extracted / "install.sh")
+    assert proc.returncode != 0
+    assert "no wheelhouse" in proc.stderr
