@@ -1,0 +1,29 @@
+"""`spawn launch`: flags here; the work in ``controller.launch.execute`` (imported when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from controller.output import Output
+
+
+def _run(args: argparse.Namespace, out: Output) -> int:
+    from controller.launch import execute
+
+    return execute.run(args, out)
+
+
+def register(subparsers: Any) -> None:
+    from controller import iam
+    from controller.cli import add_json_flag
+    from controller.launch import flags
+
+    parser = subparsers.add_parser(
+        "launch", help="launch instances that install the spored agent first",
+        description="Launch EC2 instances tagged for spored, with a least-privilege role. "
+                    "Every flag is validated before any AWS write; --dry-run prints the whole plan.")
+    flags.add_arguments(parser)
+    iam.add_iam_arguments(parser)
+    add_json_flag(parser)
+    parser.set_defaults(func=_run)
