@@ -98,10 +98,12 @@ def cmd_agent_policy(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_lint(args: argparse.Namespace, out: Output) -> int:
+    from controller.iam.compose import IamRequest, plan
     from controller.iam.flags import read_policy_file
     from controller.iam.lint import lint_text
 
-    _, text = read_policy_file(args.file, field="FILE")
+    document, text = read_policy_file(args.file, field="FILE")
+    plan(IamRequest(custom_document=document, policy_file=args.file))  # role size limit
     report = lint_text(text, source=args.file)
 
     def human(stream: TextIO) -> None:
