@@ -1,4 +1,4 @@
-"""Tables in README.md that come from code: tag keys, durations, reasons, exit codes, templates.
+"""Tables in README.md that come from code: tags, reasons, exit codes, templates, commands, events.
 
 Each table sits between ``<!-- BEGIN generated:NAME -->`` and ``<!-- END generated:NAME -->``.
 ``python -m controller.readme`` rewrites them; a test fails when README.md drifts from the code.
@@ -45,11 +45,45 @@ def _templates() -> str:
     return "\n".join(rows)
 
 
+def _commands() -> str:
+    """Every `spawn` subcommand with its one-line help, from the parser itself."""
+    import argparse
+
+    from controller.cli import build_parser
+
+    rows = ["| command | what it does |", "|---|---|"]
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                nested = any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
+                if nested:
+                    walk(sub, f"{prefix} {name}")
+                else:
+                    rows.append(f"| `{prefix} {name}` | {helps.get(name, '')} |")
+
+    walk(build_parser(), "spawn")
+    return "\n".join(rows)
+
+
+def _sandbox_events() -> str:
+    from controller.sandbox.display import EVENTS
+
+    rows = ["| event | meaning |", "|---|---|"]
+    rows += [f"| `{name}` | {text} |" for name, text in EVENTS.items()]
+    return "\n".join(rows)
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "tags": _tags,
     "reasons": _reasons,
     "exit-codes": _exit_codes,
     "templates": _templates,
+    "commands": _commands,
+    "sandbox-events": _sandbox_events,
 }
 
 _BLOCK = re.compile(

@@ -12,6 +12,7 @@ that says how to install it.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -65,6 +66,8 @@ class LocalCloud:
 
     def start(self) -> None:
         server_class = require_moto()
+        # The server's per-request access log would drown the sandbox's own output.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         # Read by moto when the IAM backend is created, i.e. at the first IAM request.
         os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
         server = server_class(ip_address="127.0.0.1", port=0, verbose=False)
@@ -110,6 +113,9 @@ class LocalCloud:
             "AWS_ENDPOINT_URL": self.url,
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_url,
             "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv4",
+            # boto3's defaults (1 s, one attempt) are tight for a machine running the whole cloud.
+            "AWS_METADATA_SERVICE_TIMEOUT": "5",
+            "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3",
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_CONFIG_FILE": os.devnull,

@@ -20,6 +20,7 @@ EVENTS: dict[str, str] = {
     "sandbox-started": "the local cloud (moto server on loopback) is up",
     "role-provisioned": "the instance role and profile exist (composed documents included)",
     "bundle-served": "the agent bundle was built and is served on loopback, with its sha256",
+    "launch-step": "progress and warnings of `spawn launch` (the same code, run by the sandbox)",
     "instance-launched": "the instance was launched through the same code as `spawn launch`",
     "user-data-stored": "the rendered user-data is stored with the instance, not executed",
     "imds-started": "the IMDS emulator answers for the instance",
@@ -67,7 +68,7 @@ class Display:
             self._live.__exit__(None, None, None)
             self._live = None
 
-    def event(self, name: str, message: str, *, mark: str = "✓", **fields: Any) -> None:
+    def event(self, name: str, message: str, /, *, mark: str = "✓", **fields: Any) -> None:
         """A milestone: a JSON line, or a human line (``message``) above the status."""
         if name not in EVENTS:
             raise ValueError(f"undeclared sandbox event {name!r}")
