@@ -90,8 +90,8 @@ CONFIGURABLE_TAGS: tuple[str, ...] = (
 DURATION_FORM = "one or more <integer><unit> with units s, m, h, d, w (e.g. 90s, 30m, 1h30m, 2d, 1w)"
 MAX_DURATION = timedelta(days=366)
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION_RE = re.compile(r"^(?:\d+[smhdw])+$")
-_PART_RE = re.compile(r"(\d+)([smhdw])")
+_DURATION_RE = re.compile(r"^(?:[0-9]+[smhdw])+$")  # ASCII digits only: "١h" is not a duration
+_PART_RE = re.compile(r"([0-9]+)([smhdw])")
 
 
 def parse_duration(value: str, *, field: str = "duration") -> timedelta:
@@ -136,7 +136,7 @@ def format_remaining(delta: timedelta) -> str:
 # Timestamps: one canonical UTC form
 # ---------------------------------------------------------------------------
 TIMESTAMP_FORM = "UTC RFC 3339 with Z, e.g. 2026-11-28T17:00:00Z"
-_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z$")
+_TS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z$")
 
 
 def parse_timestamp(value: str, *, field: str = "timestamp") -> datetime:
@@ -151,7 +151,8 @@ def parse_timestamp(value: str, *, field: str = "timestamp") -> datetime:
 def format_timestamp(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("naive datetimes are not timestamps")
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime("%Y"): glibc writes year 999 as "999", which parse_timestamp refuses.
+    return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 # ---------------------------------------------------------------------------
