@@ -9,8 +9,9 @@
 #       with the installer inside it.
 #
 # What it does: picks a Python >= 3.11 that the wheelhouse supports (installs python3.11 with
-# dnf/yum/apt when there is none), creates the venv PREFIX/venv and installs spawn-spored into it
-# with `pip install --no-index` from the bundle's wheelhouse, links BINDIR/spored, creates the
+# dnf/yum/apt when there is none), creates a venv for this bundle (PREFIX/venv links to it) and
+# installs spawn-spored into it with `pip install --no-index` from the bundle's wheelhouse,
+# links BINDIR/spored, creates the
 # system user and group `spored` (and adds the image's default user to the group so it may run
 # `spored complete`), installs the units, reloads systemd, enables spored.service and
 # spored-poweroff.path and (re)starts them. Without a running systemd (an image being built, a
@@ -22,6 +23,7 @@
 #   SPORED_PREFIX       /opt/spored          SPORED_BINDIR   /usr/local/bin
 #   SPORED_UNITDIR      /etc/systemd/system  SPORED_GROUP_MEMBERS  "ec2-user ubuntu admin"
 set -eu
+umask 022   # the venv and units must be readable by the unprivileged agent and by systemd
 
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 log() { printf 'install.sh: %s\n' "$*" >&2; }
@@ -118,24 +120,38 @@ python=$(command -v "$python")
 log "using $python ($("$python" -c 'import sys; print(sys.version.split()[0])'))"
 
 # --- venv + offline install --------------------------------------------------------------
-venv="$root$prefix/venv"
-if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    rm -rf "$venv"   # a venv whose interpreter went away (Python upgraded): rebuild it
+# One venv per bundle content (venvs/<id>, id from bundle.json, which lists every file's sha256)
+# and PREFIX/venv a symlink to the current one: re-running with the same bundle reuses it, a new
+# bundle gets a fresh venv and the switch is one rename. Old venvs are removed after the switch.
+[ -f "$bundle_dir/bundle.json" ] || die "$bundle_dir: no bundle.json"
+bundle_id=$(sha256sum "$bundle_dir/bundle.json" | cut -c1-16)
+py_tag=$("$python" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
+venvs="$root$prefix/venvs"
+target="$venvs/$bundle_id-$py_tag"
+if [ -f "$target/.complete" ] && "$target/bin/python" -c 'import spored' >/dev/null 2>&1; then
+    log "this bundle is already installed in $target"
+else
+    pip_wheel=$(find "$wheelhouse" -maxdepth 1 -name 'pip-*.whl' | head -n 1)
+    [ -n "$pip_wheel" ] || die "$wheelhouse: no pip wheel"
+    project_wheel=$(find "$wheelhouse" -maxdepth 1 -name 'spawn_spored-*.whl' | head -n 1)
+    [ -n "$project_wheel" ] || die "$wheelhouse: no spawn_spored wheel"
+    rm -rf "$target"
+    mkdir -p "$venvs"
+    "$python" -m venv --without-pip "$target"
+    # pip runs from its own wheel: the instance needs no ensurepip (Debian's python3-venv).
+    "$target/bin/python" "$pip_wheel/pip" --disable-pip-version-check --no-input -q install \
+        --no-index --find-links "$wheelhouse" --no-compile "$project_wheel" >&2
+    # Byte-compile now, on all cores: the sandboxed agent cannot write __pycache__ later.
+    # (a file that does not compile for this Python is skipped, as pip itself does)
+    "$target/bin/python" -m compileall -q -j 0 "$target/lib" >/dev/null || true
+    touch "$target/.complete"
 fi
-if [ ! -x "$venv/bin/python" ]; then
-    mkdir -p "$root$prefix"
-    "$python" -m venv --without-pip "$venv"
+"$target/bin/spored" --help >/dev/null || die "$target/bin/spored does not run"
+if [ -d "$root$prefix/venv" ] && [ ! -L "$root$prefix/venv" ]; then
+    rm -rf "$root$prefix/venv"   # a plain venv from an older installer
 fi
-pip_wheel=$(find "$wheelhouse" -maxdepth 1 -name 'pip-*.whl' | head -n 1)
-[ -n "$pip_wheel" ] || die "$wheelhouse: no pip wheel"
-project_wheel=$(find "$wheelhouse" -maxdepth 1 -name 'spawn_spored-*.whl' | head -n 1)
-[ -n "$project_wheel" ] || die "$wheelhouse: no spawn_spored wheel"
-pip() { "$venv/bin/python" "$pip_wheel/pip" --disable-pip-version-check --no-input -q "$@"; }
-# Dependencies at the wheelhouse's versions, then the project itself re-installed, so that a
-# rebuilt bundle of the same version still replaces the code.
-pip install --no-index --find-links "$wheelhouse" --upgrade "$project_wheel" >&2
-pip install --no-index --no-deps --force-reinstall "$project_wheel" >&2
-"$venv/bin/spored" --help >/dev/null || die "$venv/bin/spored does not run"
+ln -sfn "venvs/$(basename "$target")" "$root$prefix/venv.new"
+mv -Tf "$root$prefix/venv.new" "$root$prefix/venv"
 mkdir -p "$root$bindir"
 ln -sfn "$prefix/venv/bin/spored" "$root$bindir/spored.new"
 mv -f "$root$bindir/spored.new" "$root$bindir/spored"
@@ -181,4 +197,7 @@ else
     systemctl --root="${root:-/}" enable spored.service spored-poweroff.path >&2
     log "systemd is not running here: units installed and enabled, not started"
 fi
-log "installed spawn-spored into $venv"
+for old in "$venvs"/*; do   # after the restart: the old agent ran from these
+    [ "$old" = "$target" ] || rm -rf "$old"
+done
+log "installed spawn-spored into $prefix/venv ($(basename "$target"))"

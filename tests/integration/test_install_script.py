@@ -113,6 +113,7 @@ def test_install_creates_venv_user_units_and_is_idempotent(extracted: Path, root
 
     second = install([], root, extracted / "install.sh")
     assert second.returncode == 0, second.stderr
+    assert "already installed" in second.stderr
     assert (root / "etc/passwd").read_text() == passwd
     assert (root / "etc/group").read_text() == group
     assert sorted(p.name for p in wants.iterdir()) == ["spored-poweroff.path", "spored.service"]
@@ -146,3 +147,21 @@ def test_install_refuses_a_directory_that_is_not_a_bundle(extracted: Path, root:
     proc = install([str(tmp_path)], root, extracted / "install.sh")
     assert proc.returncode != 0
     assert "no wheelhouse" in proc.stderr
+
+
+def test_a_new_bundle_gets_a_fresh_venv_and_the_old_one_goes(extracted: Path, root: Path,
+                                                               tmp_path: Path) -> None:
+    assert install([], root, extracted / "install.sh").returncode == 0
+    first = os.readlink(root / "opt/spored/venv")
+    newer = tmp_path / "newer"
+    shutil.copytree(extracted, newer)
+    manifest = newer / "bundle.json"
+    manifest.write_text(manifest.read_text().replace('"name"', '"name" ', 1))  # other content
+    proc = install([], root, newer / "install.sh")
+    assert proc.returncode == 0, proc.stderr
+    second = os.readlink(root / "opt/spored/venv")
+    assert second != first
+    assert sorted(p.name for p in (root / "opt/spored/venvs").iterdir()) == [Path(second).name]
+    run = subprocess.run([str(root / "opt/spored/venv/bin/spored"), "--help"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
