@@ -180,7 +180,9 @@ def _read(path: Path) -> str:
 
 def _toml_str(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped)
+    # TOML has \uXXXX for the BMP and \UXXXXXXXX beyond it ("\ue0001" would read as U+E000 + "1").
+    escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF
+                      else f"\\U{ord(c):08x}" for c in escaped)
     return f'"{escaped}"'
 
 
