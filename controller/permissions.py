@@ -152,6 +152,19 @@ declare("launch", "s3", "GetObject", "s3:GetObject")
 declare("launch", "s3", "DeleteObject", "s3:DeleteObject")
 
 # ---------------------------------------------------------------------------------------------
+# lifecycle commands (controller.lifecycle): list/status/extend/stop/start/terminate/config/connect
+# ---------------------------------------------------------------------------------------------
+declare("lifecycle", "ec2", "DescribeRegions", "ec2:DescribeRegions")
+declare("lifecycle", "ec2", "DescribeInstances", "ec2:DescribeInstances")
+declare("lifecycle", "ec2", "CreateTags", "ec2:CreateTags")
+declare("lifecycle", "ec2", "DeleteTags", "ec2:DeleteTags")
+declare("lifecycle", "ec2", "StopInstances", "ec2:StopInstances")
+declare("lifecycle", "ec2", "StartInstances", "ec2:StartInstances")
+declare("lifecycle", "ec2", "TerminateInstances", "ec2:TerminateInstances")
+declare("lifecycle", "ec2", "GetConsoleOutput", "ec2:GetConsoleOutput")
+declare("lifecycle", "ec2", "DescribeImages", "ec2:DescribeImages")
+
+# ---------------------------------------------------------------------------------------------
 # spored (the agent, on the instance): granted by controller.iam.agent_policy
 # ---------------------------------------------------------------------------------------------
 declare("agent", "ec2", "DescribeTags", "ec2:DescribeTags", principal="agent")
