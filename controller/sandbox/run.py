@@ -86,10 +86,12 @@ class Lifecycle:
     state: str = "pending"
     started: float = field(default_factory=time.monotonic)
     agent_ready: bool = False
+    ready_at: float | None = None
     plan: dict[str, Any] | None = None
     ended_by: str | None = None
     end_reason: str | None = None
     terminate_calls: list[dict[str, Any]] = field(default_factory=list)
+    call_answered: bool = False
     warnings: int = 0
     last_countdown: int | None = None
 
@@ -249,12 +251,17 @@ def _instance_state(instance_id: str, region: str) -> str:
 
 def _watch(opts: Options, display: Display, life: Lifecycle, *, agent: sandbox_agent.AgentProcess,
            emulator: Any, dirs: sandbox_agent.AgentDirs, env: dict[str, str], region: str) -> str:
-    """Follow the agent and the cloud until the instance has ended; returns how it ended."""
+    """Follow the agent and the cloud until the instance has ended; returns how it ended.
+
+    --spot-interruption-after and --complete-after count from the moment the agent is ready.
+    """
     started = time.monotonic()
     limit = None
     if not opts.keep:
-        planned = min(d for d in (opts.ttl, opts.idle_timeout, opts.complete_after) if d is not None)
-        limit = (opts.timeout or planned + TIMEOUT_MARGIN).total_seconds()
+        ends = [d for d in (opts.ttl, opts.idle_timeout, opts.complete_after) if d is not None]
+        if opts.spot_after is not None:
+            ends.append(opts.spot_after + SPOT_NOTICE_LEAD)
+        limit = (opts.timeout or min(ends) + TIMEOUT_MARGIN).total_seconds()
     spot_armed = completion_sent = False
     reclaim_at: datetime | None = None
     next_poll = 0.0
@@ -265,14 +272,17 @@ def _watch(opts: Options, display: Display, life: Lifecycle, *, agent: sandbox_a
         if now >= next_poll:
             next_poll = now + POLL_SECONDS
             state = _instance_state(life.instance_id, region)
+            if state in ENDED:  # first what the agent logged around its call, then the state
+                _settle(agent, display, life)
             if state != life.state:
                 life.state = state
                 display.event("instance-state", f"instance {life.instance_id} is {state} (local cloud)",
                               mark="■" if state in ENDED else "·", instance_id=life.instance_id, state=state)
             if state in ENDED:
                 return _ending(life)
-        elapsed = timedelta(seconds=now - started)
-        if opts.spot_after is not None and not spot_armed and elapsed >= opts.spot_after:
+        since_ready = timedelta(seconds=now - life.ready_at) if life.ready_at is not None else None
+        if since_ready is not None and opts.spot_after is not None and not spot_armed \
+                and since_ready >= opts.spot_after:
             reclaim_at = datetime.now(UTC).replace(microsecond=0) + SPOT_NOTICE_LEAD
             emulator.arm_spot("terminate", at=reclaim_at)
             spot_armed = True
@@ -282,15 +292,10 @@ def _watch(opts: Options, display: Display, life: Lifecycle, *, agent: sandbox_a
                           f"{format_duration(SPOT_NOTICE_LEAD)})", mark="!", at=reclaim_at.isoformat())
         if reclaim_at is not None and datetime.now(UTC) >= reclaim_at and life.ended_by is None:
             _reclaim(life, region, display)
-        if opts.complete_after is not None and not completion_sent and elapsed >= opts.complete_after:
+        if since_ready is not None and opts.complete_after is not None and not completion_sent \
+                and since_ready >= opts.complete_after:
             completion_sent = True
-            done = sandbox_agent.signal_completion(dirs, env)
-            if done.returncode != 0:
-                raise SandboxError(f"spored complete failed (exit {done.returncode}): "
-                                   f"{done.stderr.strip() or done.stdout.strip()}")
-            display.event("completion-signalled",
-                          f"the workload ran `spored complete`: {done.stdout.strip()}",
-                          marker=str(dirs.marker))
+            _complete(dirs, env, display)
         code = agent.exit_code()
         if code is not None:
             for record in _drain(agent):
@@ -301,8 +306,31 @@ def _watch(opts: Options, display: Display, life: Lifecycle, *, agent: sandbox_a
         if limit is not None and now - started > limit:
             raise SandboxError(f"the instance {life.instance_id} is still {life.state} after "
                                f"{int(limit)}s; the agent did not end it",
-                               hint="run with --json to see every agent event")
+                               hint="run with --json to see every agent event; an idle timeout only "
+                                    "fires while this machine is idle")
         _countdown(display, life)
+        time.sleep(0.1)
+
+
+def _complete(dirs: sandbox_agent.AgentDirs, env: dict[str, str], display: Display) -> None:
+    """The sandbox, playing the workload, says it is done."""
+    done = sandbox_agent.signal_completion(dirs, env)
+    if done.returncode != 0:
+        raise SandboxError(f"spored complete failed (exit {done.returncode}): "
+                           f"{done.stderr.strip() or done.stdout.strip()}")
+    display.event("completion-signalled", f"the workload ran `spored complete`: {done.stdout.strip()}",
+                  marker=str(dirs.marker))
+
+
+def _settle(agent: sandbox_agent.AgentProcess, display: Display, life: Lifecycle) -> None:
+    """The cloud says the instance ended: read what the agent logged around that call
+    (its log line may still be on its way)."""
+    until = time.monotonic() + 3.0
+    while time.monotonic() < until:
+        for record in _drain(agent):
+            _on_agent(record, display, life)
+        if life.ended_by is not None and (life.ended_by != "agent" or life.call_answered):
+            return
         time.sleep(0.1)
 
 
@@ -326,15 +354,19 @@ def _on_agent(record: dict[str, Any], display: Display, life: Lifecycle) -> None
         if fields.get("verb") in ("wait", "act", "notice"):
             life.plan = fields
         if not life.agent_ready:
-            life.agent_ready = True
+            life.agent_ready, life.ready_at = True, time.monotonic()
             display.event("agent-ready", f"agent ready: {fields.get('explanation')}",
                           verb=fields.get("verb"), action=fields.get("action"),
                           reason=fields.get("reason"), at=fields.get("at"))
     elif name in ("warning", "notice"):
         life.warnings += 1
-        display.event("warning", f"agent warns: {fields.get('message') or fields.get('reason')}",
+        text = fields.get("message") or (f"{fields.get('reason')} notice: AWS reclaims the instance at "
+                                          f"{fields.get('at')}")
+        display.event("warning", f"agent warns: {text}",
                       mark="!", action=fields.get("action"), reason=fields.get("reason"),
                       at=fields.get("at"), message=fields.get("message"), source=name)
+    elif name in ("action.done", "action.failed"):
+        life.call_answered = True
     elif name == "action.start":
         call = {"action": fields.get("action"), "reason": fields.get("reason"),
                 "instance_id": fields.get("instance_id")}
@@ -378,4 +410,4 @@ def _ending(life: Lifecycle) -> str:
     if life.ended_by is None:
         life.ended_by = "unknown (not the agent)"
         return "ended without a call from the agent"
-    return f"ended by the {life.ended_by} (reason {life.end_reason})"
+    return f"ended by the {life.ended_by}, reason {life.end_reason}"

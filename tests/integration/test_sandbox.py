@@ -1,0 +1,134 @@
+"""`spawn sandbox` end to end, as a user runs it: a subprocess, its --json event stream.
+
+Each run starts its own local cloud, launches through `spawn launch`, and runs the real agent as
+a further subprocess; the assertions are on what the sandbox reports and what the cloud says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sandbox(*flags: str, timeout: float = 240) -> tuple[int, list[dict[str, Any]], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "sandbox", "--json", *flags],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, check=False)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    return proc.returncode, events, proc.stderr
+
+
+def _names(events: list[dict[str, Any]]) -> list[str]:
+    return [e["event"] for e in events]
+
+
+def _one(events: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    found = [e for e in events if e["event"] == name]
+    assert len(found) == 1, f"expected one {name!r} event, got {len(found)}"
+    return found[0]
+
+
+def _agent(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["event"] == "agent" and e["agent_event"] == name]
+
+
+def _in_order(events: list[dict[str, Any]], *names: str) -> None:
+    seen = _names(events)
+    positions = [seen.index(n) for n in names]
+    assert positions == sorted(positions), f"events out of order: {names} at {positions} in {seen}"
+
+
+@pytest.fixture(scope="module")
+def ttl_run() -> tuple[int, list[dict[str, Any]], str]:
+    return _sandbox("--ttl", "15s")
+
+
+def test_ttl_lifecycle_ends_with_the_agents_own_terminate_call(
+        ttl_run: tuple[int, list[dict[str, Any]], str]) -> None:
+    code, events, stderr = ttl_run
+    assert code == 0, stderr
+    _in_order(events, "sandbox-started", "instance-launched", "user-data-stored", "imds-started",
+              "agent-started", "agent-ready", "warning", "terminate-call", "finished")
+    launched = _one(events, "instance-launched")
+    instance_id = launched["instance_id"]
+    assert launched["state"] == "running"
+    assert launched["deadline"].endswith("Z")
+
+    call = _one(events, "terminate-call")
+    assert call == {**call, "action": "terminate", "reason": "ttl-expired", "instance_id": instance_id}
+    # The agent itself made the EC2 call, on its own instance, with role credentials from IMDS.
+    calls = [e for e in _agent(events, "aws.call") if e.get("operation") == "TerminateInstances"]
+    assert [c["instance_id"] for c in calls] == [instance_id]
+    assert _agent(events, "action.done")[0]["instance_id"] == instance_id
+
+    states = [e["state"] for e in events if e["event"] == "instance-state"]
+    assert states[-1] == "terminated"
+    finished = _one(events, "finished")
+    assert finished["outcome"] == "terminated"
+    assert finished["ended_by"] == "agent"
+    assert finished["reason"] == "ttl-expired"
+    assert finished["agent_exit_code"] == 0
+
+
+def test_the_agent_warns_and_counts_down_before_acting(
+        ttl_run: tuple[int, list[dict[str, Any]], str]) -> None:
+    _code, events, _stderr = ttl_run
+    warnings = [e for e in events if e["event"] == "warning"]
+    assert warnings and all(w["reason"] == "ttl-expired" for w in warnings)
+    left = [e["seconds_left"] for e in events if e["event"] == "countdown"]
+    assert left and left == sorted(left, reverse=True) and left[-1] <= 1
+
+
+def test_user_data_is_stored_verified_and_not_executed(
+        ttl_run: tuple[int, list[dict[str, Any]], str]) -> None:
+    _code, events, _stderr = ttl_run
+    stored = _one(events, "user-data-stored")
+    assert stored["executed"] is False
+    assert stored["bundle_verified"] is True
+    assert len(stored["bundle_sha256"]) == 64
+    assert "00-spored-install.sh" in stored["parts"]
+    started = _one(events, "agent-started")
+    changes = started["config_changes"]
+    assert changes["backstop"] == ["true", "false"]  # launch turns it on; never in the sandbox
+    assert changes["wall"][1] == "false"
+
+
+def test_the_role_is_the_agents_least_privilege_role(
+        ttl_run: tuple[int, list[dict[str, Any]], str]) -> None:
+    _code, events, _stderr = ttl_run
+    role = _one(events, "role-provisioned")
+    statements = role["inline_policies"]["spawn-agent"]["Statement"]
+    destructive = [s for s in statements if "ec2:TerminateInstances" in s["Action"]]
+    assert destructive and all("Condition" in s for s in destructive)
+
+
+def test_completion_ends_the_instance_with_reason_completed() -> None:
+    code, events, stderr = _sandbox("--ttl", "10m", "--complete-after", "1s")
+    assert code == 0, stderr
+    _in_order(events, "agent-ready", "completion-signalled", "terminate-call", "finished")
+    assert _agent(events, "completion.marker")
+    finished = _one(events, "finished")
+    assert (finished["outcome"], finished["ended_by"], finished["reason"]) == \
+        ("terminated", "agent", "completed")
+
+
+def test_spot_notice_is_seen_by_the_agent_and_the_cloud_reclaims() -> None:
+    code, events, stderr = _sandbox("--ttl", "10m", "--spot-interruption-after", "1s")
+    assert code == 0, stderr
+    assert _one(events, "instance-launched")["spot"] is True
+    _in_order(events, "agent-ready", "spot-notice-armed", "terminate-call", "finished")
+    seen = _agent(events, "notice.seen")
+    assert seen and seen[0]["kind"] == "spot" and seen[0]["action"] == "terminate"
+    finished = _one(events, "finished")
+    assert (finished["outcome"], finished["reason"]) == ("terminated", "spot-interruption")
+    assert finished["ended_by"].startswith("cloud")
+    assert not _agent(events, "action.start")  # on spot the agent prepares; AWS reclaims
