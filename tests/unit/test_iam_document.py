@@ -88,3 +88,16 @@ def test_compact_size_excludes_whitespace() -> None:
     spaced = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject",
                                                        "Resource": "*"}]}
     assert D.compact_size(spaced) == len(D.canonical(spaced).replace(" ", ""))
+
+
+def test_lint_command_exits_0_with_warnings_only(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.cli import main
+
+    path = tmp_path / "p.json"
+    path.write_text('{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", '
+                    '"Action": "s3:PutObject", "Resource": "*"}]}')
+    assert main(["iam", "lint", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning:" in out and "RESOURCE_STAR" in out
+    assert "0 error(s), 1 warning(s)" in out

@@ -86,3 +86,11 @@ def test_cli_prints_the_policy(flag: list[str], kind: str,
                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["iam", "cli-policy", *flag, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == policy(kind)
+
+
+def test_the_agents_own_declarations_are_granted_and_registered() -> None:
+    from spored.ec2 import PERMISSIONS
+
+    for operation, action in PERMISSIONS.items():
+        assert allows([agent_policy_document()], action), action
+        assert action in (permissions.actions_for("ec2", operation, "agent") or ())
