@@ -120,8 +120,6 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
     stack.enter_context(cloud.activate())
     display.event("sandbox-started", f"local cloud on {cloud.url} (moto server, region {cloud.region}); "
                   "fake credentials, nothing leaves this machine", endpoint=cloud.url, region=cloud.region)
-    if opts.keep:
-        _print_exports(display, cloud)
     work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="spawn-sandbox-")))
 
     bundle_path = sandbox_bundle.build(work / "bundle")
@@ -200,12 +198,16 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
                   + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()),
                   pid=pid, config=str(dirs.config), config_changes={k: list(v) for k, v in changed.items()})
 
+    if opts.keep:
+        display.event("keep", "--keep: the local cloud stays up until Ctrl-C; act on it from another "
+                      "terminal", instance_id=instance_id, environment=cloud.exports())
+        _print_exports(display, cloud, instance_id)
     life = Lifecycle(instance_id=instance_id)
     end = _watch(opts, display, life, agent=agent, emulator=emulator, dirs=dirs, env=env, region=region)
     exit_code = agent.stop()
     if opts.keep:
-        display.event("keep", "the local cloud stays up; Ctrl-C to stop it", **cloud.exports())
-        _print_exports(display, cloud)
+        display.event("keep", f"instance {instance_id} is {life.state}; the local cloud stays up until "
+                      "Ctrl-C", instance_id=instance_id, environment=cloud.exports())
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(1)
@@ -234,10 +236,13 @@ def _role_credentials(imds_url: str) -> tuple[str, str]:
     return role, str(creds.json()["Expiration"])
 
 
-def _print_exports(display: Display, cloud: LocalCloud) -> None:
-    lines = ["  In another terminal, act on this local cloud with spawn:"]
+def _print_exports(display: Display, cloud: LocalCloud, instance_id: str) -> None:
+    region = f"--region {cloud.region}"
+    lines = ["  In another terminal, act on this local cloud with spawn (the agent reacts as on EC2):"]
     lines += [f"    export {k}={v}" for k, v in cloud.exports().items()]
-    lines += ["    spawn list", "    spawn extend INSTANCE_ID 10m", "    spawn terminate INSTANCE_ID"]
+    lines += [f"    spawn list {region}", f"    spawn status {instance_id} {region}",
+              f"    spawn extend {instance_id} +5m {region}",
+              f"    spawn terminate {instance_id} --yes {region}"]
     display.text("\n".join(lines))
 
 
@@ -408,6 +413,6 @@ def _countdown(display: Display, life: Lifecycle) -> None:
 
 def _ending(life: Lifecycle) -> str:
     if life.ended_by is None:
-        life.ended_by = "unknown (not the agent)"
-        return "ended without a call from the agent"
+        life.ended_by = "someone else"
+        return "ended by someone other than the agent (e.g. `spawn terminate`)"
     return f"ended by the {life.ended_by}, reason {life.end_reason}"
