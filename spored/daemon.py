@@ -20,6 +20,7 @@ start, which the unit lists in RestartPreventExitStatus.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import signal
@@ -34,7 +35,7 @@ from typing import Any
 from spored import __version__, actions, logs
 from spored import config as config_mod
 from spored.config import Config
-from spored.contract import Action, Reason, format_remaining, format_timestamp, is_managed
+from spored.contract import Action, Reason, format_timestamp, is_managed
 from spored.decide import Decision, Observations, Verb, decide, summary
 from spored.ec2 import Ec2, Ec2CallError
 from spored.errors import ConfigError
@@ -57,6 +58,37 @@ EXIT_RESTART = 75
 EXIT_CONFIG = 78
 MAX_SAME_FAILURES = 5
 STATUS_FILE = "status.json"
+# Build the EC2 client (boto3, credentials) this long before a planned action, not at it.
+WARM_BEFORE = timedelta(seconds=90)
+# Tags re-read this long before a planned action; tags read within FRESH_TAGS count as fresh.
+PREPARE_LEAD = timedelta(seconds=2)
+FRESH_TAGS = timedelta(seconds=4)
+# Event priorities: lower first. Pending duplicates are coalesced.
+PRIORITY = {"term": 0, "notice": 1, "due": 1, "prepare": 2, "hup": 2, "tags": 3, "tick": 3}
+
+
+class EventQueue:
+    """Events for the main loop, most urgent first; an event already pending is not queued twice."""
+
+    def __init__(self) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, str]] = queue.PriorityQueue()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._seq = 0
+
+    def put(self, event: str) -> None:
+        with self._lock:
+            if event in self._pending:
+                return
+            self._pending.add(event)
+            self._seq += 1
+            self._queue.put((PRIORITY.get(event, 3), self._seq, event))
+
+    def get(self, timeout: float) -> str:
+        _prio, _seq, event = self._queue.get(timeout=timeout)
+        with self._lock:
+            self._pending.discard(event)
+        return event
 
 log = logs.get("spored.daemon")
 
@@ -92,13 +124,15 @@ class Agent:
         self.last_error: str | None = self.store.problem
         self._ec2: Ec2 | None = None
         self._hooks: list[actions.HookRun] = []
-        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._events = EventQueue()
         self._seen_notices: set[str] = set(self.state.notices)
         self._lock = threading.Lock()
         self._scheduler: Any = None
         self._due_at: datetime | None = None
         self._failures: tuple[str, int] = ("", 0)
         self._completion_refused = False
+        self._warmed = False
+        self._tags_read_at = -1e9
 
     # ---------------------------------------------------------------- observation
     def ec2(self) -> Ec2 | None:
@@ -139,6 +173,7 @@ class Agent:
         changed = tags != self.tags
         self.tags = tags
         self.last_tag_refresh = now_utc()
+        self._tags_read_at = time.monotonic()
         if changed:
             log.info("tags.changed", source=source, managed=is_managed(tags),
                      lifecycle={k: v for k, v in tags.items() if k.startswith("spawn:")})
@@ -157,7 +192,7 @@ class Agent:
         for notice in fresh:
             log.info("notice.seen", kind=notice.kind, action=notice.action,
                      time=format_timestamp(notice.time))
-            self._events.put(("notice", notice.key))
+            self._events.put("notice")
 
     def sample(self) -> None:
         counters = read_counters(self.proc_root, time.monotonic())
@@ -249,12 +284,15 @@ class Agent:
         if decision.at is None or decision.key is None or decision.reason is None:
             return
         if decision.warn:
-            remaining = format_remaining(decision.at - now_utc())
-            self._warn(decision, f"this instance will {decision.action} at {format_timestamp(decision.at)} "
-                                 f"(in {remaining}): {decision.explanation}")
+            self._warn(decision, f"this instance will {decision.explanation}")
             self.state = replace(self.state, warned=(*self.state.warned, *decision.warn))
         if decision.hook and decision.hook_until is not None:
             self._start_hook(decision.reason, str(decision.action), decision.hook_until, decision.key)
+        if decision.at - now_utc() <= WARM_BEFORE and not self._warmed:
+            ec2 = self.ec2()
+            if ec2 is not None and not self.config.dry_run:
+                self._warmed = True
+                ec2.warm()
 
     def _start_hook(self, reason: Reason, action: str, until: datetime, key: str) -> None:
         self.state = replace(self.state, hooks=(*self.state.hooks, key))
@@ -292,10 +330,17 @@ class Agent:
     def _act(self, decision: Decision) -> None:
         if decision.action is None or decision.key is None:
             return
-        # Right before a destructive call: fresh identity and tags, and the same decision from them.
-        self.refresh_identity()
+        # Right before a destructive call: fresh tags (read within FRESH_TAGS, normally by the
+        # "prepare" job just before the deadline, else now) and the same decision from them.
+        if isinstance(self.identity, Unknown):
+            self.refresh_identity()
         identity = self.identity
-        tags, source, error = self.read_tags()
+        tags: dict[str, str] | Unknown
+        fresh_enough = time.monotonic() - self._tags_read_at <= FRESH_TAGS.total_seconds()
+        if fresh_enough and isinstance(self.tags, dict):
+            tags, source, error = self.tags, self.tags_source, None
+        else:
+            tags, source, error = self.read_tags()
         if isinstance(tags, Unknown) or isinstance(identity, Unknown):
             why = str(tags) if isinstance(tags, Unknown) else str(identity)
             log.warning("action.deferred", action=str(decision.action), why=why)
@@ -304,6 +349,7 @@ class Agent:
                 self._record_failure(decision.key, error)
             return
         self.tags, self.tags_source, self.last_tag_refresh = tags, source, now_utc()
+        self._tags_read_at = time.monotonic()
         fresh = decide(self.state, self.observations(), now_utc(), self.config)
         if fresh.verb is not Verb.ACT or fresh.key != decision.key or not is_managed(tags):
             log.info("action.cancelled", action=str(decision.action), why=fresh.explanation)
@@ -391,32 +437,40 @@ class Agent:
         job = self._scheduler.get_job("tags")
         seconds = interval.total_seconds()
         if job is None or getattr(job.trigger, "interval", None) != timedelta(seconds=seconds):
-            self._scheduler.add_job(self._events.put, "interval", args=[("tags", None)], id="tags",
+            self._scheduler.add_job(self._events.put, "interval", args=["tags"], id="tags",
                                     seconds=seconds, jitter=max(1, int(seconds * 0.1)),
                                     replace_existing=True)
 
     def _schedule_due(self, at: datetime | None) -> None:
+        """A date job at the exact time of the next action, and one PREPARE_LEAD before it that
+        re-reads the tags, so the call at the deadline needs no slow read first."""
         if self._scheduler is None or at == self._due_at:
             return
         self._due_at = at
+        for job_id in ("due", "prepare"):
+            if self._scheduler.get_job(job_id):
+                self._scheduler.remove_job(job_id)
         if at is None or at <= now_utc():
-            if self._scheduler.get_job("due"):
-                self._scheduler.remove_job("due")
             return
-        self._scheduler.add_job(self._events.put, "date", args=[("due", None)], id="due", run_date=at,
-                                replace_existing=True, misfire_grace_time=None)
+        self._scheduler.add_job(self._events.put, "date", args=["due"], id="due", run_date=at,
+                                misfire_grace_time=None)
+        if at - PREPARE_LEAD > now_utc():
+            self._scheduler.add_job(self._events.put, "date", args=["prepare"], id="prepare",
+                                    run_date=at - PREPARE_LEAD, misfire_grace_time=None)
 
     def _start_scheduler(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        sched = BackgroundScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(2)},
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        sched = BackgroundScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(2),
+                                                             "imds": ThreadPoolExecutor(1)},
                                     job_defaults={"coalesce": True, "max_instances": 1,
                                                   "misfire_grace_time": None})
-        sched.add_job(self._events.put, "interval", args=[("tick", None)], id="tick",
+        sched.add_job(self._events.put, "interval", args=["tick"], id="tick",
                       seconds=self.config.tick.total_seconds())
         sched.add_job(self.poll_notices, "interval", id="spot", seconds=self.config.spot_poll.total_seconds(),
-                      next_run_time=now_utc())
+                      next_run_time=now_utc(), executor="imds")
         self._scheduler = sched
         self._reschedule_tags()
         sched.start()
@@ -430,7 +484,7 @@ class Agent:
 
     # ---------------------------------------------------------------- loop
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._events.put(("hup" if signum == signal.SIGHUP else "term", None))
+        self._events.put("hup" if signum == signal.SIGHUP else "term")
 
     def reload(self) -> None:
         try:
@@ -471,6 +525,9 @@ class Agent:
         elif event == "tags":
             self.refresh_tags()
             self.evaluate("tags")
+        elif event == "prepare":
+            self.refresh_tags()
+            self.evaluate("prepare")
         elif event in ("due", "notice"):
             self.evaluate(event)
         elif event == "tick":
@@ -496,7 +553,7 @@ class Agent:
         try:
             while True:
                 try:
-                    event, _ = self._events.get(timeout=1.0)
+                    event = self._events.get(timeout=1.0)
                 except queue.Empty:
                     continue
                 try:

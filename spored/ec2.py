@@ -50,7 +50,20 @@ class Ec2:
         self.region = region
         self.endpoint = endpoint
         self._client: Any = None
+        self._session: Any = None
         self.calls = 0
+
+    def warm(self) -> None:
+        """Import boto3, build the client and resolve credentials now, so a due action is fast.
+
+        Called when an action is near; never in the steady state. Failures surface on the call.
+        """
+        client = self._ec2()
+        try:
+            self._session.get_credentials()
+            client.meta.endpoint_url  # noqa: B018 - resolved endpoint, nothing to send
+        except Exception as exc:  # credentials unavailable yet: the real call reports it
+            log.info("aws.warm_failed", error=type(exc).__name__)
 
     def _ec2(self) -> Any:
         if self._client is None:
@@ -69,7 +82,8 @@ class Ec2:
             kwargs: dict[str, Any] = {"region_name": self.region, "config": config}
             if self.endpoint:
                 kwargs["endpoint_url"] = self.endpoint
-            self._client = boto3.session.Session().client("ec2", **kwargs)
+            self._session = boto3.session.Session()
+            self._client = self._session.client("ec2", **kwargs)
         return self._client
 
     def _call(self, operation: str, method: str, **params: Any) -> Any:

@@ -76,7 +76,7 @@ class ImdsClient:
         self,
         endpoint: str = "",
         *,
-        timeout: float = 1.0,
+        timeout: float = 2.0,
         token_ttl: int = 21600,
         refresh_margin: float = 60.0,
         disabled_backoff: float = 60.0,
