@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import secrets
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -50,13 +52,15 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 from controller.sandbox.metadata import (
+    MergedDir,
     MotoInstance,
     Node,
     NodeOrLazy,
     Notices,
     RoleInfo,
     identity_document,
-    metadata_tree,
+    instance_tree,
+    notice_tree,
     spot_time_default,
 )
 from spored.contract import Action, format_timestamp, parse_action, parse_timestamp
@@ -68,6 +72,7 @@ TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - a header name
 MAX_TOKEN_TTL = 21600
 CONTROL_PREFIX = "/_emulator/"
 _INTEGER = re.compile(r"[0-9]{1,9}")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,11 +121,11 @@ class RequestRecord:
 
 
 class RequestLog:
-    """Every metadata request answered (control API requests are not recorded)."""
+    """The last ``limit`` metadata requests answered (control API requests are not recorded)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 100_000) -> None:
         self._lock = threading.Lock()
-        self._records: list[RequestRecord] = []
+        self._records: deque[RequestRecord] = deque(maxlen=limit)
 
     def append(self, record: RequestRecord) -> None:
         with self._lock:
@@ -322,16 +327,16 @@ class ImdsEmulator:
         with self._lock:
             notices = self._notices
 
-        def meta_data() -> Node:
-            return metadata_tree(
-                view.instance, region=self.region, notices=notices, role=view.role,
+        def rest() -> dict[str, NodeOrLazy]:
+            return instance_tree(
+                view.instance, region=self.region, role=view.role,
                 tags_in_metadata=self._enabled(self.tags_in_metadata, view, "InstanceMetadataTags"),
                 credentials=lambda: self._source.credentials(_known(view.role)))
 
         return {
             "dynamic": {"instance-identity": {
                 "document": lambda: identity_document(view.instance, self.region)}},
-            "meta-data": meta_data,
+            "meta-data": MergedDir(notice_tree(notices), rest),
             "user-data": self._source.user_data,
         }
 
@@ -343,16 +348,17 @@ class ImdsEmulator:
             return _text(404, "Not Found")
         node: Node = self._tree(view)
         for part in parts[1:]:
-            child = node.get(part) if isinstance(node, dict) else None
+            child = node.get(part) if isinstance(node, Mapping) else None
             value = _force(child)
             if value is None:
                 return _text(404, "Not Found")
             node = value
-        if isinstance(node, dict):
-            present = [(n, v) for n, v in ((n, _force(c)) for n, c in node.items()) if v is not None]
+        if isinstance(node, Mapping):
+            present = sorted(((n, v) for n, v in ((n, _force(c)) for n, c in node.items()) if v is not None),
+                             key=lambda item: item[0])
             # AWS lists /latest/ itself without trailing slashes; deeper directories with them.
             slash = "/" if len(parts) > 1 else ""
-            return _text(200, "\n".join(n + slash if isinstance(v, dict) else n for n, v in present))
+            return _text(200, "\n".join(n + slash if isinstance(v, Mapping) else n for n, v in present))
         return _text(200, node)
 
     # -- control API (emulator only) ---------------------------------------------------------
@@ -447,6 +453,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             response = emulator.respond(self.command, path, self.headers)
         except Exception as exc:  # the instance or EC2 endpoint is gone: a server-side failure
+            log.warning("metadata request %s %s failed: %s: %s", self.command, path,
+                        type(exc).__name__, exc)
             response = _text(500, f"Internal Server Error: {type(exc).__name__}")
         emulator.log.append(RequestRecord(self.command, path, 0 if response is None else response.status))
         if response is None:
@@ -496,6 +504,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="imds-emulator: %(message)s")
     emulator = ImdsEmulator(
         args.instance_id, args.region, args.aws_endpoint, host=args.bind, port=args.port,
         tokens_required=not args.tokens_optional, endpoint_enabled=not args.endpoint_disabled,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from spored.contract import METADATA_TAG_KEY_RE, format_timestamp
 
 # A node of the metadata tree: a leaf (text or bytes), a directory, or a lazy node computed only
 # when its path is asked for (None = "not present", served as 404).
-Node = str | bytes | dict[str, "NodeOrLazy"]
+Node = str | bytes | Mapping[str, "NodeOrLazy"]
 NodeOrLazy = Node | Callable[[], Node | None] | None
 
 IDENTITY_DOCUMENT_VERSION = "2017-09-30"
@@ -75,6 +75,7 @@ class MotoInstance:
         self._explicit_role = role_name
         self._credentials_duration = credentials_duration
         self._lock = threading.Lock()
+        self._refresh = threading.Lock()  # one AssumeRole at a time, not one per waiting request
         self._clients: dict[str, Any] = {}
         self._endpoint = aws_endpoint
         self._role: RoleInfo | None = None
@@ -135,11 +136,15 @@ class MotoInstance:
 
     def credentials(self, role: RoleInfo) -> RoleCredentials:
         """Real credentials for ``role`` from sts:AssumeRole, reused until close to expiry."""
-        with self._lock:
-            creds = self._credentials
-        now = datetime.now(UTC)
-        if creds is not None and creds.expiration - now > CREDENTIALS_REFRESH_MARGIN:
-            return creds
+        with self._refresh:
+            with self._lock:
+                creds = self._credentials
+            now = datetime.now(UTC)
+            if creds is not None and creds.expiration - now > CREDENTIALS_REFRESH_MARGIN:
+                return creds
+            return self._assume(role, now)
+
+    def _assume(self, role: RoleInfo, now: datetime) -> RoleCredentials:
         resp = self._client("sts").assume_role(
             RoleArn=role.role_arn, RoleSessionName=self.instance_id,
             DurationSeconds=self._credentials_duration)["Credentials"]
@@ -192,10 +197,53 @@ def _present(**entries: NodeOrLazy) -> dict[str, NodeOrLazy]:
     return {k.replace("_", "-"): v for k, v in entries.items() if v is not None}
 
 
-def metadata_tree(instance: dict[str, Any], *, region: str, tags_in_metadata: bool,
-                  notices: Notices, role: RoleInfo | None,
+class MergedDir(Mapping[str, NodeOrLazy]):
+    """A directory whose ``known`` entries need nothing, and whose ``rest`` is computed only when
+    a path outside ``known`` (or the listing) is asked for: spot and rebalance notices are served
+    without a call to EC2, as on AWS where they don't depend on the EC2 API either."""
+
+    def __init__(self, known: dict[str, NodeOrLazy], rest: Callable[[], dict[str, NodeOrLazy]]) -> None:
+        self._known = known
+        self._rest = rest
+        self._computed: dict[str, NodeOrLazy] | None = None
+
+    def _all(self) -> dict[str, NodeOrLazy]:
+        if self._computed is None:
+            self._computed = {**self._rest(), **self._known}
+        return self._computed
+
+    def __getitem__(self, key: str) -> NodeOrLazy:
+        if key in self._known:
+            return self._known[key]
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def notice_tree(notices: Notices) -> dict[str, NodeOrLazy]:
+    """``events/`` and, once armed, ``spot/``: the parts of meta-data that need no EC2 call."""
+    events: dict[str, NodeOrLazy] = {"maintenance": {"scheduled": "[]", "history": "[]"}}
+    if notices.rebalance_time is not None:
+        events["recommendations"] = {
+            "rebalance": json.dumps({"noticeTime": format_timestamp(notices.rebalance_time)})}
+    tree: dict[str, NodeOrLazy] = {"events": events}
+    if notices.spot_action is not None and notices.spot_time is not None:
+        when = format_timestamp(notices.spot_time)
+        tree["spot"] = {
+            "instance-action": json.dumps({"action": notices.spot_action, "time": when}),
+            "termination-time": when,
+        }
+    return tree
+
+
+def instance_tree(instance: dict[str, Any], *, region: str, tags_in_metadata: bool,
+                  role: RoleInfo | None,
                   credentials: Callable[[], RoleCredentials]) -> dict[str, NodeOrLazy]:
-    """The ``/latest/meta-data/`` tree for ``instance`` (a DescribeInstances entry)."""
+    """The rest of ``/latest/meta-data/`` for ``instance`` (a DescribeInstances entry)."""
     placement = instance.get("Placement") or {}
     nics = instance.get("NetworkInterfaces") or [{}]
     groups = instance.get("SecurityGroups") or nics[0].get("Groups") or []
@@ -215,17 +263,6 @@ def metadata_tree(instance: dict[str, Any], *, region: str, tags_in_metadata: bo
         security_groups="\n".join(g.get("GroupName", "") for g in groups) or None,
         placement=_present(availability_zone=placement.get("AvailabilityZone"), region=region),
     )
-    events: dict[str, NodeOrLazy] = {"maintenance": {"scheduled": "[]", "history": "[]"}}
-    if notices.rebalance_time is not None:
-        events["recommendations"] = {
-            "rebalance": json.dumps({"noticeTime": format_timestamp(notices.rebalance_time)})}
-    tree["events"] = events
-    if notices.spot_action is not None and notices.spot_time is not None:
-        when = format_timestamp(notices.spot_time)
-        tree["spot"] = {
-            "instance-action": json.dumps({"action": notices.spot_action, "time": when}),
-            "termination-time": when,
-        }
     if role is not None:
         tree["iam"] = {
             "info": lambda: json.dumps({

@@ -431,10 +431,15 @@ def test_concurrent_clients(emulator: ImdsEmulator, instance: Instance) -> None:
     assert results == [instance.instance_id] * 24
 
 
-def test_vanished_instance_is_a_server_error(world: World, instance: Instance) -> None:
+def test_vanished_instance_is_a_server_error_but_notices_still_work(world: World, instance: Instance) -> None:
     with ImdsEmulator("i-0000000000000dead", REGION, world.url) as emu:
         assert md(emu, "instance-id").status_code == 500
-        assert md(emu, "spot/instance-action").status_code == 500
+        assert md(emu, "spot/instance-action").status_code == 500  # "is there a notice?" needs the tree
+        emu.arm_spot("terminate", datetime(2026, 11, 28, 4, 0, tzinfo=UTC))
+        emu.arm_rebalance(datetime(2026, 11, 28, 3, 58, tzinfo=UTC))
+        # Armed notices are served without EC2, as AWS's IMDS serves them without the EC2 API.
+        assert md(emu, "spot/instance-action").json()["action"] == "terminate"
+        assert md(emu, "events/recommendations/rebalance").status_code == 200
 
 
 # ----------------------------------------------------------------------------------------------
