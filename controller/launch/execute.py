@@ -29,7 +29,7 @@ from controller.output import Output
 from spored.contract import TAG_AGENT_STATUS, format_remaining, format_timestamp
 from spored.errors import SpawnError, from_aws
 
-STEPS = ("validate", "AMI", "IAM", "SSH & network", "agent bundle", "launch", "running", "agent ready")
+STEPS = ("validate", "AMI", "agent bundle", "IAM", "SSH & network", "launch", "running", "agent ready")
 RUNNING_WAIT = {"Delay": 5, "MaxAttempts": 120}      # up to 10 minutes
 TERMINATED_WAIT = {"Delay": 5, "MaxAttempts": 60}    # up to 5 minutes, during rollback only
 
@@ -117,9 +117,16 @@ def gather(args: argparse.Namespace, lf: LaunchFlags, update: Callable[[str, str
     update("AMI", "resolving")
     image = ami.resolve_image(ec2, aws.client("ssm", region), type_facts, lf.ami)
     update("AMI", f"done: {image.image_id} ({image.description or type_facts.architecture})")
-    return Gathered(flags=lf, region=region, account=str(ident["Account"]), caller_arn=str(ident["Arn"]),
-                    type_facts=type_facts, image=image, vpc_id=vpc_id, subnet_id=subnet_id,
-                    key_name=key_name, iam_plan=iam_plan)
+    g = Gathered(flags=lf, region=region, account=str(ident["Account"]), caller_arn=str(ident["Arn"]),
+                 type_facts=type_facts, image=image, vpc_id=vpc_id, subnet_id=subnet_id,
+                 key_name=key_name, iam_plan=iam_plan)
+    update("agent bundle", "locating and hashing")
+    g.source = agent_source.resolve(lf.agent_bundle, s3=aws.client("s3", region), account=g.account,
+                                    region=region, architecture=type_facts.architecture)
+    # Render once now so an oversize user-data is refused before anything is created.
+    make_plan(g, key_name=key_name, group_ids=(), profile_arn=None, role_name=None, now=datetime.now(UTC))
+    update("agent bundle", f"sha256 {g.source.sha256[:12]}… ({g.source.origin})")
+    return g
 
 
 def _plain(obj: Any) -> Any:
@@ -164,9 +171,7 @@ def _planned_group(g: Gathered) -> tuple[str, ...]:
 
 def dry_run(g: Gathered, out: Output) -> int:
     now = datetime.now(UTC)
-    s3 = aws.client("s3", g.region)
-    g.source = agent_source.resolve(g.flags.agent_bundle, s3=s3, account=g.account, region=g.region,
-                                    architecture=g.type_facts.architecture)
+    assert g.source is not None  # noqa: S101 - gather() resolved it
     role_name = getattr(g.iam_plan, "role_name", None)
     key_name = g.key_name or (keys.key_pair_name(g.flags.ssh_public_key) if g.flags.ssh_public_key else None)
     plan, data = make_plan(g, key_name=key_name, group_ids=_planned_group(g),
@@ -249,7 +254,20 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None]) -> dic
     s3 = aws.client("s3", g.region)
     ledger = Ledger()
     started = time.monotonic()
+    assert g.source is not None  # noqa: S101 - gather() resolved it
+    source = g.source
     try:
+        if source.bucket:
+            update("agent bundle", f"uploading to s3://{source.bucket} (if absent)")
+            up = agent_source.upload(s3, source, g.account, g.region)
+            if up.object_created:
+                ledger.add(f"s3://{up.bucket}/{up.key}",
+                           lambda: agent_source.delete_object(s3, up, g.account))
+            if up.bucket_created:
+                ledger.created.append(f"bucket {up.bucket}")
+            ledger.kept.append(f"bucket {up.bucket} (private, reused by later launches)")
+        update("agent bundle", f"done: sha256 {source.sha256[:12]}… ({source.origin})")
+
         update("IAM", "provisioning")
         provisioned = iam.provision(g.iam_plan, region=g.region)
         if provisioned.created:
@@ -275,19 +293,6 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None]) -> dic
             else:
                 ledger.kept.append(f"security group {group_id} (existing, reusable)")
         update("SSH & network", f"done: key {key_name or 'none'}, group {', '.join(group_ids)}")
-
-        update("agent bundle", "locating")
-        g.source = agent_source.resolve(lf.agent_bundle, s3=s3, account=g.account, region=g.region,
-                                        architecture=g.type_facts.architecture)
-        if g.source.bucket:
-            up = agent_source.upload(s3, g.source, g.account, g.region)
-            if up.object_created:
-                ledger.add(f"s3://{up.bucket}/{up.key}",
-                           lambda: agent_source.delete_object(s3, up, g.account))
-            if up.bucket_created:
-                ledger.created.append(f"bucket {up.bucket}")
-            ledger.kept.append(f"bucket {up.bucket} (private, reused by later launches)")
-        update("agent bundle", f"done: sha256 {g.source.sha256[:12]}… ({g.source.origin})")
 
         now = datetime.now(UTC)
         plan, _data = make_plan(g, key_name=key_name, group_ids=group_ids,
@@ -407,7 +412,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if not lf.key_name and not lf.ssh_public_key:
         out.warn("no SSH key (--key-name/--ssh-key, or ~/.ssh/id_ed25519.pub): no SSH ingress, "
                  "`spawn connect` will not work")
-    steps = STEPS[:2] if lf.dry_run else STEPS
+    steps = STEPS[:3] if lf.dry_run else STEPS
     with out.progress(steps) as update:
         update("validate", "flags ok")
         g = gather(args, lf, update)

@@ -186,6 +186,9 @@ def _user_data(path: str | None) -> bytes | None:
         raise ValidationError("--user-data", f"cannot read {path!r}: {exc.strerror}") from None
     if not data.strip():
         raise ValidationError("--user-data", f"{path!r} is empty")
+    from controller.launch.userdata import user_data_type
+
+    user_data_type(data)  # refuses what cloud-init would ignore
     return data
 
 
