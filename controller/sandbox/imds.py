@@ -29,6 +29,9 @@ process; it bypasses the token rules and is not logged:
 ``GET|DELETE /_emulator/requests``, ``POST /_emulator/tokens/expire``.
 
 Run it as a process: ``python -m controller.sandbox.imds --help``.
+
+Not emulated: the PUT response hop limit (every client is "on the instance"), IPv6, the
+identity document's signatures, network/ and block-device-mapping/ trees, IMDSv1-only quirks.
 """
 
 from __future__ import annotations
@@ -206,6 +209,7 @@ class ImdsEmulator:
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}
         self._notices = Notices()
+        self._failures_logged: dict[str, float] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -361,6 +365,17 @@ class ImdsEmulator:
             return _text(200, "\n".join(n + slash if isinstance(v, Mapping) else n for n, v in present))
         return _text(200, node)
 
+    def report_failure(self, method: str, path: str, exc: Exception) -> None:
+        """Log a failed request on stderr, at most once a minute per kind of failure (a reader
+        that never drains a stderr pipe must not be able to block the server)."""
+        kind = type(exc).__name__
+        now = time.monotonic()
+        with self._lock:
+            if now - self._failures_logged.get(kind, -60.0) < 60.0:
+                return
+            self._failures_logged[kind] = now
+        log.warning("metadata request %s %s failed: %s: %s", method, path, kind, exc)
+
     # -- control API (emulator only) ---------------------------------------------------------
     def control(self, method: str, path: str, body: bytes) -> Response:
         try:
@@ -454,8 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             response = emulator.respond(self.command, path, self.headers)
         except Exception as exc:  # the instance or EC2 endpoint is gone: a server-side failure
-            log.warning("metadata request %s %s failed: %s: %s", self.command, path,
-                        type(exc).__name__, exc)
+            emulator.report_failure(self.command, path, exc)
             response = _text(500, f"Internal Server Error: {type(exc).__name__}")
         emulator.log.append(RequestRecord(self.command, path, 0 if response is None else response.status))
         if response is None:

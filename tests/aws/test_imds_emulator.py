@@ -494,3 +494,24 @@ def test_process_reports_a_busy_port(world: World, instance: Instance) -> None:
             capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 1
     assert json.loads(done.stdout)["event"] == "error"
+
+
+def test_process_logs_failures_once_on_stderr(world: World, instance: Instance) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.sandbox.imds", "--instance-id", "i-0000000000000dead",
+         "--region", REGION, "--aws-endpoint", world.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert proc.stdout is not None
+        url = json.loads(proc.stdout.readline())["url"]
+        tok = requests.put(f"{url}/latest/api/token", headers={TTL_HEADER: "60"}, timeout=5).text
+        for _ in range(3):
+            resp = requests.get(f"{url}/latest/meta-data/instance-id", headers={TOKEN_HEADER: tok},
+                                timeout=10)
+            assert resp.status_code == 500
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    failures = [line for line in err.splitlines() if "failed" in line]
+    assert len(failures) == 1 and "i-0000000000000dead" in failures[0]
+    assert tok not in err
