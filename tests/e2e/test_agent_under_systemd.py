@@ -1,0 +1,241 @@
+"""The whole chain for real: spawn launch -> user-data -> systemd -> spored -> IMDSv2 -> EC2 API.
+
+One container plays two instances in turn, each with the user-data `spawn launch` rendered for
+it, run the way cloud-init runs it:
+1. an instance whose `spawn:managed` tag was removed: the agent is installed, reaches READY,
+   gets credentials from the emulator's role and tags from metadata, survives kill -9 and a hang
+   (SIGSTOP -> watchdog) - and never terminates the instance, even past its deadline;
+2. a managed instance with a 20 s TTL: the same user-data re-run on a machine that has the agent
+   (install is idempotent), kill -9 keeps the deadline, `spawn extend` moves it, and the instance
+   is terminated within 2 s of the new deadline and not at the old one.
+
+Site settings go where an administrator would put them: /etc/spored/spored.d/ (the EC2
+endpoint, which here is the moto server on the veth, and a 1 s tick) and a unit drop-in
+(WatchdogSec=5s so a hang is caught quickly).
+
+The tests run in order and share the container.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from spored.contract import TAG_EXPIRES_AT, TAG_MANAGED, parse_timestamp
+from tests.e2e.conftest import Cloud, spored_events
+
+WATCHDOG_SEC = 5
+TTL = "20s"
+state: dict[str, Any] = {}
+
+
+def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def agent_status(cloud: Cloud) -> dict[str, Any]:
+    proc = cloud.container.run("cat", "/run/spored/status.json")
+    if proc.returncode != 0:
+        return {}
+    try:
+        return dict(json.loads(proc.stdout))
+    except ValueError:
+        return {}
+
+
+def main_pid(cloud: Cloud) -> int:
+    return int(cloud.container.show("spored.service", "MainPID")["MainPID"])
+
+
+def launch(cloud: Cloud, name: str) -> tuple[str, dict[str, Any]]:
+    started = time.monotonic()
+    proc = cloud.spawn("launch", "--instance-type", "t3.micro", "--region", "us-east-1", "--name", name,
+                       "--ttl", TTL, "--agent-bundle", cloud.bundle_url, "--no-wait", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    state[f"launch_seconds_{name}"] = time.monotonic() - started
+    return str(result["instances"][0]["instance_id"]), result
+
+
+def site_settings(cloud: Cloud) -> None:
+    cloud.container.write_file("/etc/spored/spored.d/50-site.toml",
+                               f'ec2_endpoint = "{cloud.moto_url}"\ntick = "1s"\ntag_refresh = "2s"\n')
+    cloud.container.write_file("/etc/systemd/system/spored.service.d/50-site.conf",
+                               f"[Service]\nWatchdogSec={WATCHDOG_SEC}s\n")
+
+
+def test_the_container_runs_units_under_a_real_systemd(cloud: Cloud) -> None:
+    proc = cloud.container.run("systemd-run", "--quiet", "--wait", "--pipe", "--collect",
+                               "-p", "Type=oneshot", "/bin/echo", "hello from a unit")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "hello from a unit"
+    assert cloud.container.run("cat", "/proc/1/comm").stdout.strip() == "systemd"
+
+
+def test_unmanaged_instance_installs_and_reaches_ready(cloud: Cloud) -> None:
+    instance_id, _ = launch(cloud, "e2e-unmanaged")
+    cloud.ec2().delete_tags(Resources=[instance_id], Tags=[{"Key": TAG_MANAGED}])
+    state["unmanaged"] = instance_id
+    state["unmanaged_deadline"] = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
+    imds = cloud.serve_metadata_for(instance_id)
+    site_settings(cloud)
+    started = time.monotonic()
+    proc = cloud.run_user_data(instance_id)
+    state["install_seconds"] = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    props = cloud.container.show("spored.service", "ActiveState", "SubState", "Type", "NRestarts",
+                                 "StatusText", "UnitFileState", "User")
+    assert props["ActiveState"] == "active" and props["SubState"] == "running", props
+    assert props["Type"] == "notify"  # active means READY=1 was received
+    assert props["UnitFileState"] == "enabled"
+    assert props["User"] == "spored"
+    assert props["StatusText"], "the agent reports its state in STATUS="
+    assert cloud.container.systemctl("is-active", "spored-poweroff.path").stdout.strip() == "active"
+
+    status = wait_for("the agent's status file", lambda: agent_status(cloud).get("instance_id"), 10)
+    assert status == instance_id
+    assert agent_status(cloud)["tags"]["source"] == "metadata"
+    assert agent_status(cloud)["managed"] is False
+
+    # tags came from instance metadata, through IMDSv2 tokens
+    paths = {(r["method"], r["path"], r["status"]) for r in imds.control("GET", "requests")}
+    assert ("PUT", "/latest/api/token", 200) in paths
+    assert ("GET", f"/latest/meta-data/tags/instance/{TAG_EXPIRES_AT}", 200) in paths
+    # the agent's own process runs as the unprivileged user
+    pid = main_pid(cloud)
+    uid_line = next(line for line in cloud.container.run("cat", f"/proc/{pid}/status").stdout.splitlines()
+                    if line.startswith("Uid:"))
+    assert uid_line.split()[1] != "0"
+
+
+def test_installed_unit_verifies_clean_in_place(cloud: Cloud) -> None:
+    proc = cloud.container.run("systemd-analyze", "verify", "/etc/systemd/system/spored.service",
+                               "/etc/systemd/system/spored-poweroff.path")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_kill_9_restarts_the_agent(cloud: Cloud) -> None:
+    before = main_pid(cloud)
+    assert before > 0
+    cloud.container.run("kill", "-9", str(before), check=True)
+    wait_for("a new main PID, active again", lambda: (
+        (p := cloud.container.show("spored.service", "MainPID", "ActiveState", "NRestarts"))
+        and p["ActiveState"] == "active" and p["MainPID"] not in ("0", str(before)) and p), 20)
+    assert cloud.container.show("spored.service", "NRestarts")["NRestarts"] == "1"
+
+
+def test_a_hung_agent_is_restarted_by_the_watchdog(cloud: Cloud) -> None:
+    before = main_pid(cloud)
+    cloud.container.run("kill", "-STOP", str(before), check=True)
+    props = wait_for("the watchdog restart", lambda: (
+        (p := cloud.container.show("spored.service", "MainPID", "ActiveState", "NRestarts"))
+        and p["NRestarts"] == "2" and p["ActiveState"] == "active" and p), WATCHDOG_SEC + 20)
+    assert props["MainPID"] != str(before)
+    assert "Watchdog timeout" in cloud.container.journal("-u", "spored.service", "-o", "short")
+
+
+def test_unmanaged_instance_is_never_terminated(cloud: Cloud) -> None:
+    instance_id = state["unmanaged"]
+    deadline: datetime = state["unmanaged_deadline"]
+    wait_for("3 s past the unmanaged instance's deadline",
+             lambda: datetime.now(UTC) > deadline.replace() and
+             (datetime.now(UTC) - deadline).total_seconds() > 3, 60, interval=0.5)
+    assert cloud.instance(instance_id)["State"]["Name"] == "running"
+    assert agent_status(cloud)["managed"] is False
+
+
+def test_managed_instance_ttl_kill_and_extend(cloud: Cloud) -> None:
+    instance_id, _ = launch(cloud, "e2e-managed")
+    state["managed"] = instance_id
+    original = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
+    cloud.serve_metadata_for(instance_id)
+    proc = cloud.run_user_data(instance_id)  # a second install over the first: idempotent
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    wait_for("the agent to see the managed instance", lambda: (
+        (s := agent_status(cloud)).get("instance_id") == instance_id and s.get("managed") is True), 15)
+    assert parse_timestamp(agent_status(cloud)["deadline"]) == original
+    assert cloud.imds is not None
+    state["credentials"] = cloud.imds.credentials(cloud.tags(instance_id)["spawn:role"])
+
+    # spawn extend +10s, well before the deadline
+    remaining = (original - datetime.now(UTC)).total_seconds()
+    assert remaining > 4, f"too late to extend ({remaining:.1f}s left): install took too long"
+    proc = cloud.spawn("extend", instance_id, "+10s", "--region", "us-east-1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    extended = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
+    assert (extended - original).total_seconds() == 10
+    wait_for("the agent to see the extension",
+             lambda: agent_status(cloud).get("deadline") and
+             parse_timestamp(agent_status(cloud)["deadline"]) == extended, 8)
+
+    # kill -9: restarted, and the deadline is the same absolute time (not re-armed by the restart)
+    restarts = int(cloud.container.show("spored.service", "NRestarts")["NRestarts"])
+    before = main_pid(cloud)
+    cloud.container.run("kill", "-9", str(before), check=True)
+    wait_for("the restart after kill -9", lambda: (
+        (p := cloud.container.show("spored.service", "MainPID", "ActiveState", "NRestarts"))
+        and p["ActiveState"] == "active" and p["MainPID"] not in ("0", str(before))
+        and int(p["NRestarts"]) == restarts + 1), 20)
+    wait_for("the restarted agent's status", lambda: agent_status(cloud).get("pid") not in (None, before), 10)
+    assert parse_timestamp(agent_status(cloud)["deadline"]) == extended
+
+    # not terminated at the old deadline
+    wait_for("2 s past the original deadline",
+             lambda: (datetime.now(UTC) - original).total_seconds() > 2, 30, interval=0.1)
+    assert cloud.instance(instance_id)["State"]["Name"] == "running"
+
+    # terminated within 2 s of the new one
+    seen = wait_for("termination", lambda: (
+        cloud.instance(instance_id)["State"]["Name"] in ("shutting-down", "terminated")
+        and datetime.now(UTC)), (extended - datetime.now(UTC)).total_seconds() + 10, interval=0.1)
+    lateness = (seen - extended).total_seconds()
+    state["lateness"] = lateness
+    assert -0.5 <= lateness <= 2.0, f"terminated {lateness:.2f}s after the deadline"
+    assert cloud.instance(state["unmanaged"])["State"]["Name"] == "running"
+
+    # the terminate call was signed with the emulator's credentials for the instance's role
+    assert cloud.imds is not None
+    role = cloud.tags(instance_id)["spawn:role"]
+    fetched = {(r["path"], r["status"]) for r in cloud.imds.control("GET", "requests")}
+    assert (f"/latest/meta-data/iam/security-credentials/{role}", 200) in fetched, sorted(fetched)
+
+
+def test_journal_holds_json_events_and_no_secret(cloud: Cloud) -> None:
+    text = cloud.container.journal("-u", "spored.service")
+    events = spored_events(text)
+    names = {e["event"] for e in events}
+    assert {"agent.start", "action.done"} <= names, sorted(names)
+    done = [e for e in events if e["event"] == "action.done"]
+    assert done[-1]["instance_id"] == state["managed"]
+    creds = state["credentials"]  # what the emulator served for the role while the instance ran
+    for secret in (creds["SecretAccessKey"], creds["Token"]):
+        assert secret not in text
+    # an IMDSv2 token is 56 URL-safe characters; none may appear in the logs
+    assert not re.search(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{56}(?![A-Za-z0-9_-])", text)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report(cloud: Cloud) -> Any:
+    started = time.monotonic()
+    yield
+    import sys
+
+    sys.stderr.write(f"\ne2e: scenario {time.monotonic() - started:.1f}s, install "
+                     f"{state.get('install_seconds', 0):.1f}s, termination lateness "
+                     f"{state.get('lateness', float('nan')):.2f}s; "
+                     + ", ".join(f"{k} {v:.1f}s" for k, v in state.items() if k.startswith("launch_"))
+                     + "\n")
+
