@@ -110,3 +110,15 @@ def test_without_the_metadata_service_there_are_no_credentials(
     monkeypatch.setenv("AWS_METADATA_SERVICE_TIMEOUT", "1")
     monkeypatch.setenv("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "1")
     assert instance_session().get_credentials() is None
+
+
+
+def test_botocores_region_fetcher_reads_the_placement(on_instance: OnInstance) -> None:
+    """botocore's own IMDS region client (used for its "auto" defaults mode) asks
+    ``placement/availability-zone/`` with a trailing slash and trims the zone letter."""
+    from botocore.utils import InstanceMetadataRegionFetcher
+
+    fetcher = InstanceMetadataRegionFetcher(timeout=5, num_attempts=2, base_url=on_instance.emulator.url)
+    assert fetcher.retrieve_region() == REGION
+    assert on_instance.emulator.log.count(path="/latest/meta-data/placement/availability-zone/",
+                                          status=200) == 1
