@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from spored.config import Config, Lifecycle, load, parse, render
 from spored.contract import MAX_DURATION, Action
 from spored.errors import ConfigError, ExitStatus
+
+# Time limits per example would turn a loaded shared machine into failures.
+NO_DEADLINE = settings(deadline=None)
 
 durations = st.integers(min_value=1, max_value=int(MAX_DURATION.total_seconds())).map(
     lambda s: timedelta(seconds=s))
@@ -39,6 +42,7 @@ configs = st.builds(
 )
 
 
+@NO_DEADLINE
 @given(configs)
 @example(Config())
 @example(Config(pre_stop_hook='/opt/hook "quoted" \\ back\tslash\n\x7f\U000e0001 é'))

@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from spored.contract import (
@@ -27,6 +27,9 @@ from spored.contract import (
 )
 from spored.errors import ExitStatus, ValidationError
 
+# Time limits per example would turn a loaded shared machine into failures.
+NO_DEADLINE = settings(deadline=None)
+
 MAX_SECONDS = int(MAX_DURATION.total_seconds())
 seconds_in_range = st.integers(min_value=1, max_value=MAX_SECONDS)
 
@@ -34,6 +37,7 @@ seconds_in_range = st.integers(min_value=1, max_value=MAX_SECONDS)
 # ----------------------------------------------------------------------------------------------
 # Durations
 # ----------------------------------------------------------------------------------------------
+@NO_DEADLINE
 @given(seconds_in_range)
 def test_duration_round_trip(seconds: int) -> None:
     delta = timedelta(seconds=seconds)
@@ -42,6 +46,7 @@ def test_duration_round_trip(seconds: int) -> None:
     assert re.fullmatch(r"([0-9]+[wdhms])+", text)
 
 
+@NO_DEADLINE
 @given(seconds_in_range)
 def test_canonical_form_is_a_fixed_point(seconds: int) -> None:
     text = format_duration(timedelta(seconds=seconds))
@@ -80,12 +85,14 @@ def test_bad_durations_are_rejected_naming_field_value_and_form(text: str) -> No
     assert DURATION_FORM in err.message or "366 days" in err.message
 
 
+@NO_DEADLINE
 @given(st.integers(min_value=MAX_SECONDS + 1, max_value=10**12))
 def test_longer_than_366_days_is_rejected(seconds: int) -> None:
     with pytest.raises(ValidationError, match="366 days"):
         parse_duration(f"{seconds}s")
 
 
+@NO_DEADLINE
 @given(prefix=st.from_regex(r"[0-9]{1,4}[smhdw]", fullmatch=True),
        junk=st.characters(blacklist_characters="0123456789smhdw"),
        suffix=st.from_regex(r"[0-9]{1,4}[smhdw]", fullmatch=True))
@@ -95,6 +102,7 @@ def test_any_foreign_character_inside_is_rejected(prefix: str, junk: str, suffix
         parse_duration(prefix + junk + suffix)
 
 
+@NO_DEADLINE
 @given(st.text(max_size=12))
 def test_parse_never_fails_any_other_way(text: str) -> None:
     try:
@@ -116,6 +124,7 @@ def test_format_refuses_non_positive() -> None:
         format_duration(timedelta(seconds=-5))
 
 
+@NO_DEADLINE
 @given(st.integers(min_value=-MAX_SECONDS, max_value=MAX_SECONDS))
 def test_format_remaining_is_signed(seconds: int) -> None:
     text = format_remaining(timedelta(seconds=seconds))
@@ -135,6 +144,7 @@ aware_moments = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(999
                                                         timezone(timedelta(hours=-8))]))
 
 
+@NO_DEADLINE
 @given(aware_moments)
 @example(datetime(999, 1, 1, tzinfo=UTC))
 def test_timestamp_round_trip_to_the_second(moment: datetime) -> None:
@@ -145,6 +155,7 @@ def test_timestamp_round_trip_to_the_second(moment: datetime) -> None:
     assert parsed == moment.replace(microsecond=0)
 
 
+@NO_DEADLINE
 @given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
 def test_naive_datetimes_are_not_timestamps(moment: datetime) -> None:
     with pytest.raises(ValueError, match="naive"):
@@ -175,6 +186,7 @@ def test_impossible_dates_are_rejected(text: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Actions, managed flag, tag keys
 # ----------------------------------------------------------------------------------------------
+@NO_DEADLINE
 @given(st.sampled_from(list(Action)), st.sampled_from([str.lower, str.upper, str.title]),
        st.sampled_from(["", " ", "\t"]))
 def test_actions_parse_in_any_case(action: Action, case: object, pad: str) -> None:
@@ -182,6 +194,7 @@ def test_actions_parse_in_any_case(action: Action, case: object, pad: str) -> No
     assert parse_action(pad + case(action.value) + pad) is action
 
 
+@NO_DEADLINE
 @given(st.text(max_size=20).filter(lambda t: t.strip().lower() not in {a.value for a in Action}))
 @example("reboot")
 @example("")
