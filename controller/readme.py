@@ -15,17 +15,25 @@ from spored.contract import ACTION_FORM, DURATION_FORM, REASON_DESCRIPTIONS, TAG
 from spored.errors import EXIT_DESCRIPTIONS
 
 
+def _cell(text: str) -> str:
+    """Markdown table cell: pipes escaped, angle brackets outside code spans kept visible."""
+    parts = re.split(r"(`[^`]*`)", text.replace("|", "\\|"))
+    return "".join(part if part.startswith("`") else part.replace("<", "&lt;").replace(">", "&gt;")
+                   for part in parts)
+
+
 def _tags() -> str:
     rows = ["| key | value | written by | read by | meaning |", "|---|---|---|---|---|"]
-    rows += [f"| `{t.key}` | {t.value_format} | {t.written_by} | {t.read_by} | {t.meaning} |" for t in TAGS]
-    rows += ["", f"Durations: {DURATION_FORM}; positive, at most 366 days.",
-             f"Timestamps: {TIMESTAMP_FORM}. Actions: {ACTION_FORM}."]
+    rows += [f"| `{t.key}` | {_cell(t.value_format)} | {_cell(t.written_by)} | {_cell(t.read_by)} "
+             f"| {_cell(t.meaning)} |" for t in TAGS]
+    rows += ["", f"Durations: {_cell(DURATION_FORM)}; positive, at most 366 days.",
+             f"Timestamps: {_cell(TIMESTAMP_FORM)}. Actions: {_cell(ACTION_FORM)}."]
     return "\n".join(rows)
 
 
 def _reasons() -> str:
     rows = ["| reason code | when |", "|---|---|"]
-    rows += [f"| `{r.value}` | {text} |" for r, text in REASON_DESCRIPTIONS.items()]
+    rows += [f"| `{r.value}` | {_cell(text)} |" for r, text in REASON_DESCRIPTIONS.items()]
     return "\n".join(rows)
 
 
@@ -59,11 +67,12 @@ def _commands() -> str:
                 continue
             helps = {a.dest: a.help or "" for a in action._choices_actions}
             for name, sub in action.choices.items():
-                nested = any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
-                if nested:
-                    walk(sub, f"{prefix} {name}")
+                positionals = [a for a in sub._actions if not a.option_strings]
+                if positionals and isinstance(positionals[0], argparse._SubParsersAction):
+                    walk(sub, f"{prefix} {name}")  # `spawn iam templates`, ...
                 else:
-                    rows.append(f"| `{prefix} {name}` | {helps.get(name, '')} |")
+                    text = " ".join(helps.get(name, "").split()).replace("|", "\\|")
+                    rows.append(f"| `{prefix} {name}` | {text} |")
 
     walk(build_parser(), "spawn")
     return "\n".join(rows)
@@ -77,6 +86,59 @@ def _sandbox_events() -> str:
     return "\n".join(rows)
 
 
+AGENT_EXIT_TEXT = {
+    "EXIT_RESTART": "`spored run`: the same failure repeated; systemd restarts the agent",
+    "EXIT_CONFIG": "`spored run`: invalid configuration; systemd does not restart it "
+                   "(RestartPreventExitStatus)",
+    "EXIT_NO_STATUS": "`spored status`: no status file (the agent is not running)",
+}
+
+
+def _agent_exit_codes() -> str:
+    from spored import cli, daemon
+
+    codes = {"EXIT_RESTART": daemon.EXIT_RESTART, "EXIT_CONFIG": daemon.EXIT_CONFIG,
+             "EXIT_NO_STATUS": cli.EXIT_NO_STATUS}
+    rows = ["| exit code | meaning |", "|---|---|"]
+    rows += [f"| {code} | {AGENT_EXIT_TEXT[name]} |" for name, code in sorted(codes.items(),
+                                                                           key=lambda kv: kv[1])]
+    return "\n".join(rows)
+
+
+def _agent_config() -> str:
+    """Every key of /etc/spored/spored.toml with its default, from spored.config.Config."""
+    from dataclasses import fields
+    from datetime import timedelta
+
+    from spored.config import Config
+    from spored.contract import format_duration
+
+    def show(value: object) -> str:
+        if isinstance(value, timedelta):
+            return format_duration(value)
+        if isinstance(value, tuple):
+            return "[" + ", ".join(show(v) for v in value) + "]"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value) if str(value) else '""'
+
+    default = Config()
+    rows = ["| key | default |", "|---|---|"]
+    rows += [f"| `{f.name}` | `{show(getattr(default, f.name))}` |"
+             for f in fields(Config) if f.name != "lifecycle"]
+    rows.append("| `[lifecycle]` | `ttl`, `expires_at`, `idle_timeout`, `on_complete`: the launch-time "
+                "copy of the tags, used only when tags cannot be read |")
+    return "\n".join(rows)
+
+
+def _agent_policy() -> str:
+    import json
+
+    from controller.iam import agent_policy_document
+
+    return "```json\n" + json.dumps(agent_policy_document(), indent=2) + "\n```"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "tags": _tags,
     "reasons": _reasons,
@@ -84,6 +146,9 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "templates": _templates,
     "commands": _commands,
     "sandbox-events": _sandbox_events,
+    "agent-exit-codes": _agent_exit_codes,
+    "agent-config": _agent_config,
+    "agent-policy": _agent_policy,
 }
 
 _BLOCK = re.compile(

@@ -27,7 +27,17 @@ from controller.sandbox import bundle as sandbox_bundle
 from controller.sandbox import launcher
 from controller.sandbox.cloud import LocalCloud, require_moto
 from controller.sandbox.display import Display
-from spored.contract import format_duration, format_remaining, parse_duration, parse_timestamp
+from spored.contract import (
+    TAG_EXPIRES_AT,
+    TAG_IDLE_TIMEOUT,
+    TAG_MANAGED,
+    TAG_ON_COMPLETE,
+    TAG_TTL,
+    format_duration,
+    format_remaining,
+    parse_duration,
+    parse_timestamp,
+)
 from spored.errors import ExitStatus, SpawnError, UsageError
 
 POLL_SECONDS = 0.5
@@ -40,6 +50,11 @@ ENDED = ("terminated", "stopped")
 _SHOWN_AGENT_EVENTS = {"tags.changed", "notice.seen", "completion.marker", "policy.problem",
                        "action.deferred", "action.cancelled", "action.failed", "action.done",
                        "config.invalid", "loop.failure", "tags.unknown", "identity.unknown"}
+
+
+# What people see of the sandbox's configuration changes and of the agent's tags (--json has all).
+_HUMAN_CHANGES = ("backstop", "wall", "warn_at")
+_HUMAN_TAGS = (TAG_MANAGED, TAG_TTL, TAG_EXPIRES_AT, TAG_IDLE_TIMEOUT, TAG_ON_COMPLETE)
 
 
 class SandboxError(SpawnError):
@@ -192,10 +207,10 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
     agent = sandbox_agent.AgentProcess(dirs, env)
     pid = agent.start()
     stack.callback(agent.stop)
+    shown = ", ".join(f"{k} {changed[k][0]} -> {changed[k][1]}" for k in _HUMAN_CHANGES if k in changed)
     display.event("agent-started",
-                  f"spored run (pid {pid}) as you, no static credentials; config from the user-data "
-                  "with sandbox changes: "
-                  + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()),
+                  f"spored run (pid {pid}) as you, no static credentials; the config from the user-data "
+                  f"with {shown}, shorter intervals, local endpoints and marker",
                   pid=pid, config=str(dirs.config), config_changes={k: list(v) for k, v in changed.items()})
 
     if opts.keep:
@@ -353,7 +368,11 @@ def _on_agent(record: dict[str, Any], display: Display, life: Lifecycle) -> None
     if display.out.json:
         display.event("agent", name, agent_event=name, **fields)
     elif name in _SHOWN_AGENT_EVENTS:
-        detail = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("level", "timestamp"))
+        if name == "tags.changed" and isinstance(fields.get("lifecycle"), dict):
+            detail = f"from {fields.get('source')}: " + " ".join(
+                f"{k}={v}" for k, v in fields["lifecycle"].items() if k in _HUMAN_TAGS)
+        else:
+            detail = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("level", "timestamp"))
         display.event("agent", f"agent: {name} {detail}", mark="·", agent_event=name)
     if name == "decision":
         if fields.get("verb") in ("wait", "act", "notice"):
