@@ -292,7 +292,7 @@ class Agent:
             ec2 = self.ec2()
             if ec2 is not None and not self.config.dry_run:
                 self._warmed = True
-                ec2.warm()
+                threading.Thread(target=ec2.warm, name="ec2-warm", daemon=True).start()
 
     def _start_hook(self, reason: Reason, action: str, until: datetime, key: str) -> None:
         self.state = replace(self.state, hooks=(*self.state.hooks, key))

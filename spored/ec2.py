@@ -14,6 +14,7 @@ exactly these).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from spored import __version__, logs
@@ -51,6 +52,7 @@ class Ec2:
         self.endpoint = endpoint
         self._client: Any = None
         self._session: Any = None
+        self._lock = threading.Lock()
         self.calls = 0
 
     def warm(self) -> None:
@@ -58,14 +60,18 @@ class Ec2:
 
         Called when an action is near; never in the steady state. Failures surface on the call.
         """
-        client = self._ec2()
-        try:
-            self._session.get_credentials()
-            client.meta.endpoint_url  # noqa: B018 - resolved endpoint, nothing to send
-        except Exception as exc:  # credentials unavailable yet: the real call reports it
-            log.info("aws.warm_failed", error=type(exc).__name__)
+        with self._lock:
+            self._build()
+            try:
+                self._session.get_credentials().get_frozen_credentials()
+            except Exception as exc:  # credentials unavailable yet: the real call reports it
+                log.info("aws.warm_failed", error=type(exc).__name__)
 
     def _ec2(self) -> Any:
+        with self._lock:
+            return self._build()
+
+    def _build(self) -> Any:
         if self._client is None:
             import boto3
             from botocore.config import Config

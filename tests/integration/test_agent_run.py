@@ -271,7 +271,8 @@ def test_spot_notice_starts_the_hook_within_2s(emulator_for: Callable[[str], Imd
                                                run_agent: Callable[..., Agent], tmp_path: Path) -> None:
     marker = tmp_path / "hook-ran"
     hook = tmp_path / "pre-stop.sh"
-    hook.write_text(f'#!/bin/sh\ndate +%s.%N > {marker}\necho "$SPORED_REASON" >> {marker}\n')
+    hook.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $SPORED_REASON" > {marker}.tmp\n'
+                    f'mv {marker}.tmp {marker}\n')
     hook.chmod(0o755)
     iid = launch({"spawn:managed": "true", "spawn:ttl": "2h"})
     emu = emulator_for(iid)
@@ -335,7 +336,7 @@ def test_imds_faults_never_act_wrongly_and_enforcement_resumes(
     emu = emulator_for(iid)
     agent = run_agent(emu)
     started(agent)
-    deadline = set_deadline(iid, 6)
+    deadline = set_deadline(iid, 10)
     emu.faults.set(fail_503=40, retry_after=1)
     time.sleep(2)
     emu.faults.set(drop=10)
