@@ -18,23 +18,23 @@ from controller.output import Output
 # Stable event names of the --json stream (README documents them from this table).
 EVENTS: dict[str, str] = {
     "sandbox-started": "the local cloud (moto server on loopback) is up",
-    "role-provisioned": "the instance role and profile exist (composed documents included)",
-    "bundle-served": "the agent bundle was built and is served on loopback, with its sha256",
     "launch-step": "progress and warnings of `spawn launch` (the same code, run by the sandbox)",
     "instance-launched": "the instance was launched through the same code as `spawn launch`",
-    "user-data-stored": "the rendered user-data is stored with the instance, not executed",
-    "imds-started": "the IMDS emulator answers for the instance",
-    "agent-started": "`spored run` started as a local process",
+    "role-provisioned": "the instance role launch created, read back with its policy documents",
+    "user-data-stored": "the user-data launch rendered is stored with the instance; its bundle URL "
+                        "serves the sha256 it names; it is not executed",
+    "imds-started": "the IMDS emulator answers for the instance and serves its role credentials",
+    "agent-started": "`spored run` started as a local process (with the config changes the sandbox made)",
+    "keep": "--keep: the environment that lets `spawn` act on the local cloud from another terminal",
     "agent": "one log line of the agent (its own event name in `agent_event`)",
-    "agent-ready": "the agent read its tags and enforces them",
-    "countdown": "time left before the planned action (from the instance's tags)",
-    "warning": "the agent warned before acting",
+    "agent-ready": "the agent read its tags and made its first decision",
+    "countdown": "seconds left before the action the agent plans (one event per second)",
+    "warning": "the agent warned before acting, or saw a spot/rebalance notice",
     "spot-notice-armed": "the IMDS emulator now serves a spot interruption notice",
-    "completion-signalled": "`spored complete` wrote the completion marker",
-    "terminate-call": "the agent called the EC2 API to end its instance",
+    "completion-signalled": "the sandbox, as the workload, ran `spored complete`",
+    "terminate-call": "the agent called EC2 to end its instance (`by: cloud` for a spot reclaim)",
     "instance-state": "the instance's state in the local cloud changed",
-    "keep": "the local cloud stays up; the environment to act on it",
-    "finished": "the sandbox's outcome",
+    "finished": "the outcome: final state, who ended the instance and why",
 }
 
 
