@@ -64,10 +64,19 @@ class LintReport:
                 "warnings": [f.to_dict() for f in self.warnings]}
 
 
-def _config() -> dict[str, Any]:
-    import parliament
+def _parliament() -> Any:
+    try:
+        import parliament
+    except ImportError:
+        from spored.errors import UsageError
 
-    config: dict[str, Any] = parliament.config
+        raise UsageError("policy files are linted with parliament, which is not installed",
+                         hint="pip install 'spawn-spored[lint]' (or pip install parliament)") from None
+    return parliament
+
+
+def _config() -> dict[str, Any]:
+    config: dict[str, Any] = _parliament().config
     return config
 
 
@@ -99,9 +108,8 @@ def _detail_text(detail: Any) -> str:
 
 def lint_text(text: str, *, source: str = "policy") -> LintReport:
     """Lint a policy's JSON text (line/column in findings refer to this text)."""
-    from parliament import analyze_policy_string
-
-    policy = analyze_policy_string(text, filepath=None, include_community_auditors=False)
+    policy = _parliament().analyze_policy_string(text, filepath=None,
+                                                 include_community_auditors=False)
     report = LintReport(source)
     for finding in policy.findings:
         location = finding.location or {}
