@@ -131,6 +131,14 @@ def test_other_verbs_on_the_token_path_are_405(emulator: ImdsEmulator, method: s
     assert resp.status_code == 405
 
 
+def test_only_get_reads_metadata(emulator: ImdsEmulator) -> None:
+    headers = {TOKEN_HEADER: token(emulator)}
+    for method in ("PUT", "POST", "DELETE"):
+        resp = requests.request(method, f"{emulator.url}/latest/meta-data/instance-id", headers=headers,
+                                timeout=5)
+        assert resp.status_code == 405
+
+
 def test_token_put_through_a_proxy_is_403(emulator: ImdsEmulator) -> None:
     resp = requests.put(f"{emulator.url}/latest/api/token",
                         headers={TTL_HEADER: "60", "X-Forwarded-For": "10.0.0.9"}, timeout=5)
