@@ -176,8 +176,9 @@ def _connect(args: argparse.Namespace, out: Output) -> int:
 
     from controller.lifecycle import connect
 
+    extra = shlex.split(args.remote_command) if args.remote_command else None
     result = connect.prepare(_one(args), user=args.user, private=args.private,
-                             identity=args.identity, extra=args.remote_command or None)
+                             identity=args.identity, extra=extra)
     if args.print_only or out.json:
         out.result(result, lambda s: s.writelines([shlex.join(result["argv"]) + "\n"]))
         return 0
@@ -243,8 +244,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("connect", help="ssh to an instance with its host key checked")
     p.add_argument("instance", metavar="ID|NAME")
     # dest differs from the top-level `command` (the subcommand name), which it would overwrite.
-    p.add_argument("remote_command", metavar="command", nargs="*",
-                   help="command to run instead of a shell (after --)")
+    # An option, not a trailing positional: argparse cannot take one after other options.
+    p.add_argument("--command", "-c", dest="remote_command", metavar="CMD",
+                   help="run CMD (split like a shell would) instead of an interactive shell")
     p.add_argument("--user", help="login user (default: from the AMI, ec2-user on Amazon Linux)")
     p.add_argument("--identity", "-i", help="private key file for ssh")
     p.add_argument("--private", action="store_true", help="connect to the private address")
