@@ -151,8 +151,11 @@ class Cloud:
             "--property=After=network-online.target", "/bin/sh", "-c", runner, timeout=timeout)
 
 
-def _dump_journal(cloud: Cloud) -> None:
+def dump_journal(cloud: Cloud) -> None:
+    """Save the container's journal (it lives in RAM: do it before the container stops)."""
     target = cloud.workdir / "journal.txt"
+    if cloud.container.proc is None or cloud.container.proc.poll() is not None:
+        return
     with contextlib.suppress(Exception):
         target.write_text(cloud.container.run("journalctl", "--no-pager", "-o", "short-precise",
                                               timeout=60).stdout)
@@ -200,7 +203,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         world = Cloud(network=network, moto_url=moto_url, bundle_url=bundle_url, container=container,
                       workdir=workdir)
         stack.callback(lambda: world.imds.stop() if world.imds else None)
-        stack.callback(_dump_journal, world)
+        stack.callback(dump_journal, world)
         yield world
 
 

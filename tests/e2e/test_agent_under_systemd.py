@@ -5,7 +5,7 @@ it, run the way cloud-init runs it:
 1. an instance whose `spawn:managed` tag was removed: the agent is installed, reaches READY,
    gets credentials from the emulator's role and tags from metadata, survives kill -9 and a hang
    (SIGSTOP -> watchdog) - and never terminates the instance, even past its deadline;
-2. a managed instance with a 20 s TTL: the same user-data re-run on a machine that has the agent
+2. a managed instance with a 30 s TTL: the same user-data re-run on a machine that has the agent
    (install is idempotent), kill -9 keeps the deadline, `spawn extend` moves it, and the instance
    is terminated within 2 s of the new deadline and not at the old one.
 
@@ -20,17 +20,22 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from spored.contract import TAG_EXPIRES_AT, TAG_MANAGED, parse_timestamp
-from tests.e2e.conftest import Cloud, spored_events
+from tests.e2e.conftest import Cloud, dump_journal, spored_events
 
 WATCHDOG_SEC = 5
 TTL = "20s"
+# The managed instance re-runs the install and restarts the agent before it can be extended:
+# on a loaded 2-core machine that alone can take 15 s, so it gets a little more time.
+MANAGED_TTL = "30s"
 state: dict[str, Any] = {}
 
 
@@ -59,10 +64,10 @@ def main_pid(cloud: Cloud) -> int:
     return int(cloud.container.show("spored.service", "MainPID")["MainPID"])
 
 
-def launch(cloud: Cloud, name: str) -> tuple[str, dict[str, Any]]:
+def launch(cloud: Cloud, name: str, ttl: str = TTL) -> tuple[str, dict[str, Any]]:
     started = time.monotonic()
     proc = cloud.spawn("launch", "--instance-type", "t3.micro", "--region", "us-east-1", "--name", name,
-                       "--ttl", TTL, "--agent-bundle", cloud.bundle_url, "--no-wait", "--json")
+                       "--ttl", ttl, "--agent-bundle", cloud.bundle_url, "--no-wait", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     state[f"launch_seconds_{name}"] = time.monotonic() - started
@@ -121,6 +126,32 @@ def test_unmanaged_instance_installs_and_reaches_ready(cloud: Cloud) -> None:
     assert uid_line.split()[1] != "0"
 
 
+def utmp_login(pid: int, user: str, line: str) -> bytes:
+    """One USER_PROCESS record in glibc's x86_64/aarch64 utmp layout (man 5 utmp), 384 bytes."""
+    now = time.time()
+    return struct.pack("<hxxi32s4s32s256shhiii16s20x", 7, pid, line.encode(), line[-4:].encode(),
+                       user.encode(), b"10.0.0.1", 0, 0, 0, int(now), 0, bytes(16))
+
+
+def test_other_users_sessions_are_seen_through_the_sandbox(cloud: Cloud) -> None:
+    """ProtectProc= must leave a logged-in user's process visible, or a busy instance looks idle."""
+    proc = cloud.container.run("systemd-run", "--quiet", "--unit=e2e-session", "-p", "User=nobody",
+                               "/bin/sleep", "300", check=True)
+    assert proc.returncode == 0
+    pid = int(cloud.container.show("e2e-session.service", "MainPID")["MainPID"])
+    utmp = Path(f"/proc/{cloud.container.pid1}/root/run/utmp")
+    existing = utmp.read_bytes() if utmp.exists() else b""
+    utmp.write_bytes(existing + utmp_login(pid, "nobody", "pts/7"))
+
+    def sessions() -> Any:
+        signals = agent_status(cloud).get("idle", {}).get("signals", [])
+        return next((s.get("value") for s in signals if s.get("name") == "sessions"), None)
+
+    assert wait_for("the agent to count the session", lambda: sessions() == 1, 10)
+    cloud.container.systemctl("stop", "e2e-session.service")
+    assert wait_for("the session to end when its process does", lambda: sessions() == 0, 10)
+
+
 def test_installed_unit_verifies_clean_in_place(cloud: Cloud) -> None:
     proc = cloud.container.run("systemd-analyze", "verify", "/etc/systemd/system/spored.service",
                                "/etc/systemd/system/spored-poweroff.path")
@@ -158,7 +189,7 @@ def test_unmanaged_instance_is_never_terminated(cloud: Cloud) -> None:
 
 
 def test_managed_instance_ttl_kill_and_extend(cloud: Cloud) -> None:
-    instance_id, _ = launch(cloud, "e2e-managed")
+    instance_id, _ = launch(cloud, "e2e-managed", MANAGED_TTL)
     state["managed"] = instance_id
     original = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
     cloud.serve_metadata_for(instance_id)
@@ -225,6 +256,33 @@ def test_journal_holds_json_events_and_no_secret(cloud: Cloud) -> None:
         assert secret not in text
     # an IMDSv2 token is 56 URL-safe characters; none may appear in the logs
     assert not re.search(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{56}(?![A-Za-z0-9_-])", text)
+
+
+def as_user(cloud: Cloud, user: str, command: str) -> None:
+    cloud.container.run("setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+                        "sh", "-c", command, check=True)
+
+
+def test_backstop_ignores_a_power_off_request_from_a_group_member(cloud: Cloud) -> None:
+    """Group `spored` may write in /run/spored (to signal completion), not power the machine off."""
+    cloud.container.run("useradd", "--no-create-home", "--groups", "spored", "e2e-member", check=True)
+    as_user(cloud, "e2e-member", "echo forged > /run/spored/poweroff")
+    wait_for("the forged request to be removed",
+             lambda: cloud.container.run("test", "-e", "/run/spored/poweroff").returncode != 0, 15)
+    assert "not written by spored" in cloud.container.journal("-u", "spored-poweroff.service")
+    assert cloud.container.proc is not None and cloud.container.proc.poll() is None
+    assert cloud.container.systemctl("is-active", "spored-poweroff.path").stdout.strip() == "active"
+
+
+def test_backstop_request_from_the_agent_user_powers_the_machine_off(cloud: Cloud) -> None:
+    """Last: the container goes away. The agent's request file (as written by user spored)."""
+    dump_journal(cloud)
+    as_user(cloud, "spored", 'echo \'{"reason": "e2e"}\' > /run/spored/poweroff')
+    container = cloud.container
+    assert container.proc is not None
+    wait_for("the container to power off", lambda: container.proc is not None and
+             container.proc.poll() is not None, 30, interval=0.2)
+    assert container.proc.returncode == 0
 
 
 @pytest.fixture(scope="module", autouse=True)
