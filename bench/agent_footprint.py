@@ -1,0 +1,283 @@
+"""spored's footprint and reaction times, measured against a moto server and the IMDS emulator.
+
+    .venv/bin/python bench/agent_footprint.py [--steady 300] [--runs 5] [--json]
+
+1. Steady state at the default intervals (tick 10 s, spot poll 2 s, tag refresh 60 s / 5 min):
+   two agents side by side for ``--steady`` seconds, one on an instance with tags in metadata, one
+   without; RSS (psutil) at the end, CPU as a percentage of one core over the window (after a
+   warm-up), and EC2 API calls per instance-hour counted from the agent's ``aws.call`` log events
+   in the window.
+2. Reaction times over ``--runs`` fresh agents: deadline -> TerminateInstances call (the agent's
+   ``aws.call`` timestamp minus the deadline), and spot notice armed -> pre-stop hook running (the
+   hook's own timestamp minus the moment the notice was armed).
+
+Targets (issue 4): RSS <= 40 MiB, CPU <= 0.2 % of a core, 0 EC2 calls/h with tags in metadata and
+<= 12 without, both latencies <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+    "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true",
+})
+
+REGION = "us-east-1"
+CHILD_DROPS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+               "AWS_EC2_METADATA_DISABLED", "AWS_REGION", "AWS_DEFAULT_REGION", "NOTIFY_SOCKET")
+TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+MIB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ec2() -> Any:
+    import boto3
+
+    return boto3.client("ec2", region_name=REGION)
+
+
+def ensure_profile() -> None:
+    import boto3
+
+    iam = boto3.client("iam")
+    try:
+        iam.create_role(RoleName="bench-role", AssumeRolePolicyDocument=TRUST)
+        iam.create_instance_profile(InstanceProfileName="bench-profile")
+        iam.add_role_to_instance_profile(InstanceProfileName="bench-profile", RoleName="bench-role")
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+
+
+def launch(tags: dict[str, str], *, metadata_tags: bool) -> str:
+    resp = ec2().run_instances(
+        ImageId="ami-12345678", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        IamInstanceProfile={"Name": "bench-profile"},
+        MetadataOptions={"HttpTokens": "required",
+                         "InstanceMetadataTags": "enabled" if metadata_tags else "disabled"},
+        TagSpecifications=[{"ResourceType": "instance",
+                            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+    return str(resp["Instances"][0]["InstanceId"])
+
+
+@dataclass
+class RunningAgent:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    runtime: Path
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == name:
+                out.append(event)
+        return out
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        status = self.runtime / "status.json"
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if status.exists() and json.loads(status.read_text()).get("instance_id"):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"agent not ready: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_agent(workdir: Path, moto_url: str, imds_url: str, config: str) -> RunningAgent:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "run").mkdir(exist_ok=True, mode=0o750)
+    cfg = workdir / "spored.toml"
+    cfg.write_text(config)
+    env = {k: v for k, v in os.environ.items() if k not in CHILD_DROPS}
+    env.update({"AWS_ENDPOINT_URL": moto_url, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_url,
+                "STATE_DIRECTORY": str(workdir / "state"), "RUNTIME_DIRECTORY": str(workdir / "run")})
+    log = workdir / "agent.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "spored.cli", "--config", str(cfg), "run"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    return RunningAgent(proc, log, workdir / "run")
+
+
+def ts(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
+
+
+def steady_state(moto_url: str, work: Path, seconds: float, warmup: float) -> dict[str, Any]:
+    import psutil
+
+    from controller.sandbox.imds import ImdsEmulator
+
+    results: dict[str, Any] = {}
+    agents: dict[str, tuple[RunningAgent, Any]] = {}
+    emulators = []
+    for mode, in_metadata in (("tags_in_metadata", True), ("tags_via_api", False)):
+        iid = launch({"spawn:managed": "true", "spawn:ttl": "1d", "spawn:idle-timeout": "2h"},
+                     metadata_tags=in_metadata)
+        emu = ImdsEmulator(iid, REGION, moto_url).start()
+        emulators.append(emu)
+        agent = start_agent(work / mode, moto_url, emu.url, "wall = false\n")  # default intervals
+        agents[mode] = (agent, psutil.Process(agent.proc.pid))
+    for agent, _ in agents.values():
+        agent.wait_ready()
+    time.sleep(warmup)
+    start_wall = time.monotonic()
+    start_at = datetime.now(UTC)
+    cpu0 = {m: p.cpu_times() for m, (_, p) in agents.items()}
+    peak = dict.fromkeys(agents, 0)
+    while time.monotonic() - start_wall < seconds:
+        for mode, (_, proc) in agents.items():
+            peak[mode] = max(peak[mode], proc.memory_info().rss)
+        time.sleep(5)
+    window = time.monotonic() - start_wall
+    for mode, (agent, proc) in agents.items():
+        cpu1 = proc.cpu_times()
+        used = (cpu1.user - cpu0[mode].user) + (cpu1.system - cpu0[mode].system)
+        calls = [e for e in agent.events("aws.call") if ts(e) >= start_at]
+        startup_calls = [e for e in agent.events("aws.call") if ts(e) < start_at]
+        results[mode] = {
+            "rss_mib": round(proc.memory_info().rss / MIB, 1),
+            "rss_peak_mib": round(peak[mode] / MIB, 1),
+            "cpu_percent_of_core": round(100 * used / window, 3),
+            "ec2_calls_in_window": len(calls),
+            "ec2_calls_per_hour": round(len(calls) * 3600 / window, 1),
+            "ec2_calls_at_startup": len(startup_calls),
+            "boto3_loaded": bool(agent.events("aws.call")),
+            "window_s": round(window),
+        }
+        agent.stop()
+    for emu in emulators:
+        emu.stop()
+    return results
+
+
+def latencies(moto_url: str, work: Path, runs: int) -> dict[str, Any]:
+    from controller.sandbox.imds import ImdsEmulator
+    from spored.contract import format_timestamp
+
+    deadline_lag: list[float] = []
+    hook_lag: list[float] = []
+    for run in range(runs):
+        # deadline -> TerminateInstances
+        # The deadline is known well ahead (as at launch or after `spawn extend`), 40 s out.
+        deadline = (datetime.now(UTC) + timedelta(seconds=40)).replace(microsecond=0)
+        iid = launch({"spawn:managed": "true", "spawn:expires-at": format_timestamp(deadline)},
+                     metadata_tags=True)
+        with ImdsEmulator(iid, REGION, moto_url) as emu:
+            agent = start_agent(work / f"deadline-{run}", moto_url, emu.url, "wall = false\n")
+            try:
+                agent.wait_ready()
+                end = time.monotonic() + 90
+                calls: list[dict[str, Any]] = []
+                while time.monotonic() < end and not calls:
+                    calls = [e for e in agent.events("aws.call") if e["operation"] == "TerminateInstances"]
+                    time.sleep(0.5)
+                if calls:
+                    deadline_lag.append((ts(calls[0]) - deadline).total_seconds())
+            finally:
+                agent.stop()
+        # spot notice -> hook
+        iid = launch({"spawn:managed": "true", "spawn:ttl": "1d"}, metadata_tags=True)
+        hook_dir = work / f"spot-{run}"
+        hook_dir.mkdir(parents=True, exist_ok=True)
+        marker = hook_dir / "hook-started"
+        hook = hook_dir / "hook.sh"
+        hook.write_text(f"#!/bin/sh\ndate +%s.%N > {marker}.tmp\nmv {marker}.tmp {marker}\n")
+        hook.chmod(0o755)
+        with ImdsEmulator(iid, REGION, moto_url) as emu:
+            agent = start_agent(hook_dir, moto_url, emu.url, f'wall = false\npre_stop_hook = "{hook}"\n')
+            try:
+                agent.wait_ready()
+                time.sleep(3)
+                armed = time.time()
+                emu.arm_spot("terminate", datetime.now(UTC) + timedelta(minutes=2))
+                end = time.monotonic() + 30
+                while time.monotonic() < end and not marker.exists():
+                    time.sleep(0.05)
+                if marker.exists():
+                    hook_lag.append(float(marker.read_text()) - armed)
+            finally:
+                agent.stop()
+    return {
+        "runs": runs,
+        "deadline_to_terminate_call_s": _stats(deadline_lag, runs),
+        "spot_notice_to_hook_s": _stats(hook_lag, runs),
+    }
+
+
+def _stats(values: list[float], runs: int) -> dict[str, Any]:
+    if not values:
+        return {"measured": 0, "of": runs}
+    return {"measured": len(values), "of": runs, "min": round(min(values), 3),
+            "median": round(statistics.median(values), 3), "max": round(max(values), 3),
+            "all": [round(v, 3) for v in values]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steady", type=float, default=300, help="steady-state window, seconds")
+    parser.add_argument("--warmup", type=float, default=30, help="seconds after READY before measuring")
+    parser.add_argument("--runs", type=int, default=5, help="repetitions for the latencies")
+    parser.add_argument("--skip-steady", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    moto_url = f"http://127.0.0.1:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = moto_url
+    report: dict[str, Any] = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                              "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
+    try:
+        ensure_profile()
+        with tempfile.TemporaryDirectory(prefix="spored-bench-") as tmp:
+            work = Path(tmp)
+            if not args.skip_steady:
+                report["steady_state"] = steady_state(moto_url, work, args.steady, args.warmup)
+            if not args.skip_latency:
+                report["latency"] = latencies(moto_url, work, args.runs)
+    finally:
+        server.stop()
+    print(json.dumps(report, indent=1 if not args.json else None))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
