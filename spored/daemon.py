@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -421,11 +422,14 @@ class Agent:
             },
             "done": self.state.done,
             "dry_run": self.config.dry_run,
+            # boto3 is loaded only when an EC2 call was needed (never with tags in metadata).
+            "boto3_loaded": "boto3" in sys.modules,
         }
 
     def write_status(self) -> None:
         try:
-            write_atomic(self.runtime / STATUS_FILE, json.dumps(self.status(), indent=1) + "\n", mode=0o644)
+            write_atomic(self.runtime / STATUS_FILE, json.dumps(self.status(), indent=1) + "\n", mode=0o644,
+                         durable=False)
         except OSError as exc:
             log.error("status.write_failed", error=exc.strerror)
 

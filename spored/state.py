@@ -105,14 +105,16 @@ def from_json(text: str) -> AgentState:
     )
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o640) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o640, *, durable: bool = True) -> None:
+    """Temp file + rename; ``durable`` also fsyncs (state: yes; the runtime status file: no)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -126,6 +128,7 @@ class StateStore:
         self.path = directory / STATE_FILE
         self.boot_id = boot_id
         self.problem: str | None = None
+        self._saved: str | None = None
 
     def load(self, *, set_aside: bool = True) -> AgentState:
         try:
@@ -149,4 +152,8 @@ class StateStore:
         return state.for_boot(self.boot_id)
 
     def save(self, state: AgentState) -> None:
-        write_atomic(self.path, to_json(replace(state, boot_id=self.boot_id)))
+        """Write the state if it changed since the last save (the steady state writes nothing)."""
+        text = to_json(replace(state, boot_id=self.boot_id))
+        if text != self._saved:
+            write_atomic(self.path, text)
+            self._saved = text

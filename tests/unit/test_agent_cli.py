@@ -119,3 +119,12 @@ def test_event_queue_urgent_first_and_coalesced() -> None:
     for event in ("tick", "tags", "tick", "due", "term", "tick"):
         q.put(event)
     assert [q.get(0.1) for _ in range(4)] == ["term", "due", "tick", "tags"]
+
+
+def test_the_agent_does_not_import_boto3_until_it_needs_ec2() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, spored.cli, spored.daemon, spored.ec2, spored.actions; "
+            "sys.exit(1 if 'boto3' in sys.modules or 'botocore' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0
