@@ -111,14 +111,31 @@ def test_the_role_is_the_agents_least_privilege_role(
     assert destructive and all("Condition" in s for s in destructive)
 
 
-def test_completion_ends_the_instance_with_reason_completed() -> None:
-    code, events, stderr = _sandbox("--ttl", "10m", "--complete-after", "1s")
+@pytest.fixture(scope="module")
+def completion_run() -> tuple[int, list[dict[str, Any]], str]:
+    return _sandbox("--ttl", "10m", "--complete-after", "1s",
+                    "--iam-policy", "s3:ReadOnly@my-bucket/data/*")
+
+
+def test_completion_ends_the_instance_with_reason_completed(
+        completion_run: tuple[int, list[dict[str, Any]], str]) -> None:
+    code, events, stderr = completion_run
     assert code == 0, stderr
     _in_order(events, "agent-ready", "completion-signalled", "terminate-call", "finished")
     assert _agent(events, "completion.marker")
     finished = _one(events, "finished")
     assert (finished["outcome"], finished["ended_by"], finished["reason"]) == \
         ("terminated", "agent", "completed")
+
+
+def test_iam_policy_flags_shape_the_role_launch_creates(
+        completion_run: tuple[int, list[dict[str, Any]], str]) -> None:
+    _code, events, _stderr = completion_run
+    role = _one(events, "role-provisioned")
+    assert set(role["inline_policies"]) >= {"spawn-agent", "spawn-templates"}
+    resources = json.dumps(role["inline_policies"]["spawn-templates"])
+    assert "arn:aws:s3:::my-bucket" in resources
+    assert "arn:aws:s3:::my-bucket/data/*" in resources
 
 
 def test_spot_notice_is_seen_by_the_agent_and_the_cloud_reclaims() -> None:
