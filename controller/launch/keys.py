@@ -8,6 +8,7 @@ implementations use SHA-256 of the DER key: every form is computed and any match
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import re
 from typing import Any
@@ -26,7 +27,7 @@ def fingerprints(public_key: str) -> list[str]:
     try:
         blob = base64.b64decode(public_key.split()[1], validate=True)
         key = serialization.load_ssh_public_key(public_key.encode())
-    except (ValueError, IndexError, base64.binascii.Error) as exc:  # type: ignore[attr-defined]
+    except (ValueError, IndexError, binascii.Error) as exc:
         raise ValidationError("--ssh-key", f"not a valid OpenSSH public key ({exc})") from None
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     sha_blob = base64.b64encode(hashlib.sha256(blob).digest()).decode()
