@@ -119,3 +119,26 @@ def test_managed_limit() -> None:
     with pytest.raises(ValidationError) as err:
         _plan("--iam-managed-policies", arns)
     assert "limit of 10" in err.value.message
+
+
+def test_help_documents_the_scoping_syntax_and_force() -> None:
+    parser = argparse.ArgumentParser()
+    add_iam_arguments(parser)
+    text = "".join(parser.format_help().split())  # argparse wraps lines at hyphens and spaces
+    assert "TEMPLATE[@SCOPE]" in text
+    assert "s3:ReadOnly@my-bucket/data/*" in text and "dynamodb:ReadOnly@table/my-table" in text
+    assert "lackstheagent'spermissions" in text
+
+
+def test_missing_parliament_is_a_clear_usage_error(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from spored.errors import ExitStatus, SpawnError
+
+    monkeypatch.setitem(sys.modules, "parliament", None)  # import parliament -> ImportError
+    path = _policy_file(tmp_path, "p.json", ["s3:GetObject"])
+    with pytest.raises(SpawnError) as err:
+        request_from_args(_parse("--iam-policy-file", path))
+    assert err.value.exit_status == ExitStatus.USAGE
+    assert "parliament" in err.value.message and "[lint]" in (err.value.hint or "")
