@@ -188,13 +188,37 @@ def test_unmanaged_instance_is_never_terminated(cloud: Cloud) -> None:
     assert agent_status(cloud)["managed"] is False
 
 
+def open_terminal(cloud: Cloud) -> str:
+    """A logged-in user on a real pty: `script` runs a shell as nobody, recorded in utmp."""
+    log = "/var/tmp/e2e-terminal.log"
+    # systemd-run expands $: "$$$$" reaches the shell as "$$"
+    shell = "tty > /var/tmp/e2e-terminal.tty; echo $$$$ > /var/tmp/e2e-terminal.pid; exec sleep 300"
+    cloud.container.run("systemd-run", "--quiet", "--unit=e2e-terminal", "-p", "User=nobody",
+                        "/usr/bin/script", "-qfc", shell, log, check=True)
+
+    def shell_pid() -> str:
+        return cloud.container.run("cat", "/var/tmp/e2e-terminal.pid").stdout.strip()
+
+    pid = int(wait_for("the terminal", shell_pid, 10))
+    tty = cloud.container.run("cat", "/var/tmp/e2e-terminal.tty").stdout.strip()
+    assert tty.startswith("/dev/pts/"), tty
+    utmp = Path(f"/proc/{cloud.container.pid1}/root/run/utmp")
+    utmp.write_bytes(utmp.read_bytes() + utmp_login(pid, "nobody", tty.removeprefix("/dev/")))
+    return log
+
+
 def test_managed_instance_ttl_kill_and_extend(cloud: Cloud) -> None:
+    terminal = open_terminal(cloud)
     instance_id, _ = launch(cloud, "e2e-managed", MANAGED_TTL)
     state["managed"] = instance_id
     original = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
     cloud.serve_metadata_for(instance_id)
     proc = cloud.run_user_data(instance_id)  # a second install over the first: idempotent
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    # less than a minute left: the agent warns logged-in users on their terminals (wall, group tty)
+    wait_for("the warning on the user's terminal",
+             lambda: "spored:" in cloud.container.run("cat", terminal).stdout, 15)
     wait_for("the agent to see the managed instance", lambda: (
         (s := agent_status(cloud)).get("instance_id") == instance_id and s.get("managed") is True), 15)
     assert parse_timestamp(agent_status(cloud)["deadline"]) == original
