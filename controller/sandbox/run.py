@@ -364,7 +364,9 @@ def _drain(agent: sandbox_agent.AgentProcess) -> Iterator[dict[str, Any]]:
 
 def _on_agent(record: dict[str, Any], display: Display, life: Lifecycle) -> None:
     name = str(record.get("event", ""))
-    fields = {k: v for k, v in record.items() if k != "event"}
+    # The agent's own fields, renamed where they would collide with the sandbox event's.
+    fields = {(f"agent_{k}" if k in ("t", "mark", "agent_event") else k): v
+              for k, v in record.items() if k != "event"}
     if display.out.json:
         display.event("agent", name, agent_event=name, **fields)
     elif name in _SHOWN_AGENT_EVENTS:
