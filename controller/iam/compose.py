@@ -168,7 +168,9 @@ def plan(request: IamRequest, *, partition: str = "aws") -> IamPlan:
     """Compose the role: the agent's policy always, then templates, file, managed, boundary."""
     inline: dict[str, dict[str, Any]] = {POLICY_AGENT: agent_policy_document(partition=partition)}
     if request.templates:
-        inline[POLICY_TEMPLATES] = templates_document(request.templates, partition=partition)
+        # Sorted: the same templates in another order are the same permissions, the same role.
+        ordered = tuple(sorted(request.templates, key=lambda ref: ref.text))
+        inline[POLICY_TEMPLATES] = templates_document(ordered, partition=partition)
     if request.custom_document is not None:
         inline[POLICY_CUSTOM] = request.custom_document
     managed = tuple(dict.fromkeys(request.managed_policy_arns))

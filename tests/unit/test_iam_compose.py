@@ -62,6 +62,11 @@ def test_equal_requests_share_a_name_and_any_change_gives_a_new_one() -> None:
     assert len(names) == 5
 
 
+def test_template_order_does_not_change_the_name() -> None:
+    assert _plan("--iam-policy", "s3:ReadOnly,logs:WriteOnly,sqs:ReadOnly@q").role_name == \
+        _plan("--iam-policy", "sqs:ReadOnly@q,logs:WriteOnly,s3:ReadOnly").role_name
+
+
 def test_managed_order_does_not_change_the_name() -> None:
     x, y = "arn:aws:iam::aws:policy/A", "arn:aws:iam::aws:policy/B"
     assert _plan("--iam-managed-policies", f"{x},{y}").role_name == \
