@@ -111,3 +111,10 @@ def test_bad_python_version_names_the_flag(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as info:
         bundle.build_bundle(tmp_path, python_versions=("3",))
     assert info.value.field == "--python-version"
+
+
+def test_command_refuses_an_unknown_architecture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bundle.main(["--out", str(tmp_path), "--arch", "sparc"]) == 2
+    err = capsys.readouterr().err
+    assert "--arch" in err and "x86_64" in err
+    assert not list(tmp_path.iterdir())  # nothing built
