@@ -49,7 +49,7 @@ def _in_order(events: list[dict[str, Any]], *names: str) -> None:
 
 @pytest.fixture(scope="module")
 def ttl_run() -> tuple[int, list[dict[str, Any]], str]:
-    return _sandbox("--ttl", "15s")
+    return _sandbox()  # the defaults: a 20 s TTL, warnings at 10 s and 5 s
 
 
 def test_ttl_lifecycle_ends_with_the_agents_own_terminate_call(
