@@ -149,3 +149,76 @@ def test_spot_notice_is_seen_by_the_agent_and_the_cloud_reclaims() -> None:
     assert (finished["outcome"], finished["reason"]) == ("terminated", "spot-interruption")
     assert finished["ended_by"].startswith("cloud")
     assert not _agent(events, "action.start")  # on spot the agent prepares; AWS reclaims
+
+
+def _spawn(env: dict[str, str], *argv: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", *argv, "--json"], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    return result
+
+
+def test_keep_lets_spawn_act_on_the_local_cloud_and_the_agent_reacts() -> None:
+    import queue
+    import signal
+    import threading
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "sandbox", "--json", "--keep", "--ttl", "5m"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    lines: queue.Queue[dict[str, Any]] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    def read() -> None:
+        for raw in stdout:
+            if raw.strip():
+                lines.put(json.loads(raw))
+
+    threading.Thread(target=read, daemon=True).start()
+    events: list[dict[str, Any]] = []
+
+    def wait_for(match: Any, seconds: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                event = lines.get(timeout=1)
+            except queue.Empty:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                continue
+            events.append(event)
+            if match(event):
+                return event
+        raise AssertionError(f"no matching event in {seconds}s; got {_names(events)}")
+
+    try:
+        keep = wait_for(lambda e: e["event"] == "keep")
+        instance_id = keep["instance_id"]
+        cli_env = {**env, **keep["environment"]}
+        wait_for(lambda e: e["event"] == "agent-ready")
+
+        extended = _spawn(cli_env, "extend", instance_id, "+10m", "--region", "us-east-1")
+        new_deadline = extended["deadline"]
+        # The agent re-reads its tags and plans for the new deadline, as on EC2.
+        wait_for(lambda e: e["event"] == "agent" and e["agent_event"] == "decision"
+                 and e.get("at") == new_deadline, seconds=60)
+
+        listed = _spawn(cli_env, "list", "--region", "us-east-1")
+        assert instance_id in json.dumps(listed)
+
+        _spawn(cli_env, "terminate", instance_id, "--yes", "--region", "us-east-1")
+        wait_for(lambda e: e["event"] == "instance-state" and e["state"] == "terminated", seconds=60)
+        wait_for(lambda e: e["event"] == "keep")  # still up after the instance ended
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        finished = wait_for(lambda e: e["event"] == "finished", seconds=60)
+        assert finished["ended_by"] == "someone else"
+        assert not [e for e in events if e["event"] == "terminate-call"]
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
