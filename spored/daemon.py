@@ -64,6 +64,9 @@ WARM_BEFORE = timedelta(seconds=90)
 # Tags re-read this long before a planned action; tags read within FRESH_TAGS count as fresh.
 PREPARE_LEAD = timedelta(seconds=2)
 FRESH_TAGS = timedelta(seconds=4)
+# A failed action is retried this often; failed DescribeTags back off from API_RETRY_MIN seconds.
+ACT_RETRY = timedelta(seconds=20)
+API_RETRY_MIN = 30.0
 # Event priorities: lower first. Pending duplicates are coalesced.
 PRIORITY = {"term": 0, "notice": 1, "due": 1, "prepare": 2, "hup": 2, "tags": 3, "tick": 3}
 
@@ -134,6 +137,9 @@ class Agent:
         self._completion_refused = False
         self._warmed = False
         self._tags_read_at = -1e9
+        self._api_backoff = 0.0
+        self._api_retry_at = 0.0
+        self._last_attempt = -1e9
 
     # ---------------------------------------------------------------- observation
     def ec2(self) -> Ec2 | None:
@@ -164,13 +170,18 @@ class Agent:
             return Unknown(f"DescribeTags: {exc.code}"), "api", exc
 
     def refresh_tags(self) -> None:
-        tags, source, _error = self.read_tags()
+        tags, source, error = self.read_tags()
         self.tags_source = source
         if isinstance(tags, Unknown):
             self.last_error = str(tags)
+            if error is not None:  # EC2 refused or throttled: back off (never a call per tick)
+                self._api_backoff = min(max(self._api_backoff * 2, API_RETRY_MIN),
+                                        self.config.tag_refresh_api.total_seconds())
+                self._api_retry_at = time.monotonic() + self._api_backoff
             log.warning("tags.unknown", why=tags.why, source=source)
             self.tags = tags
             return
+        self._api_backoff = 0.0
         changed = tags != self.tags
         self.tags = tags
         self.last_tag_refresh = now_utc()
@@ -256,7 +267,13 @@ class Agent:
                      explanation=decision.explanation)
         self.decision = decision
         if decision.verb is Verb.ACT:
-            self._act(decision)
+            failure = self.state.failure
+            if (failure is not None and failure.key == decision.key
+                    and time.monotonic() - self._last_attempt < ACT_RETRY.total_seconds()):
+                pass  # failed a moment ago: retry after ACT_RETRY, not on every event
+            else:
+                self._last_attempt = time.monotonic()
+                self._act(decision)
         elif decision.verb is Verb.NOTICE:
             self._notice(decision)
         elif decision.verb is Verb.BACKSTOP:
@@ -510,7 +527,7 @@ class Agent:
     def tick(self) -> None:
         if isinstance(self.identity, Unknown):
             self.refresh_identity()
-        if isinstance(self.tags, Unknown):
+        if isinstance(self.tags, Unknown) and time.monotonic() >= self._api_retry_at:
             self.refresh_tags()
         self.sample()
         decision = self.evaluate("tick")
