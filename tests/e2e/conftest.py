@@ -169,6 +169,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     workdir = tmp_path_factory.mktemp("e2e")
     with contextlib.ExitStack() as stack:
         stack.enter_context(run_lock())
+        leftovers = Network.sweep_leftovers()
+        if leftovers:
+            sys.stderr.write(f"\ne2e: removed leftovers of an earlier run: {', '.join(leftovers)}\n")
         run_id = new_run_id()
         network = Network.create(run_id)
         stack.callback(network.delete)

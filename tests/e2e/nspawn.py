@@ -83,6 +83,23 @@ class Network:
             raise
         return net
 
+    @staticmethod
+    def sweep_leftovers() -> list[str]:
+        """Delete veths and namespaces an earlier, killed run left (call with the run lock held:
+        then no other run owns one). A leftover with 169.254.169.254 would answer for us."""
+        removed = []
+        for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
+            name = line.split(":")[1].strip().split("@")[0] if line.count(":") >= 2 else ""
+            if name.startswith("ve-sp"):
+                _ip("link", "del", name, check=False)
+                removed.append(name)
+        for line in _ip("netns", "list", check=False).stdout.splitlines():
+            name = line.split()[0] if line.strip() else ""
+            if name.startswith("spawn-e2e-"):
+                _ip("netns", "del", name, check=False)
+                removed.append(name)
+        return removed
+
     @property
     def netns_path(self) -> str:
         return f"/run/netns/{self.netns}"
