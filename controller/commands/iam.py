@@ -49,13 +49,17 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_cli_policy, kind="minimal")
 
     p = sub.add_parser("roles", help="roles spawn created and the instances using them")
-    p.add_argument("--region", help="region whose instances to match (default: configured)")
+    p.add_argument("--region", action="append", metavar="REGION",
+                   help="only look for instances in this region (repeatable; default: every "
+                        "enabled region)")
     _json_flag(p)
     p.set_defaults(func=cmd_roles)
 
     p = sub.add_parser("cleanup", help="delete spawn roles and profiles no instance uses "
                                        "(dry run unless --yes)")
-    p.add_argument("--region", help="region whose instances to check (default: configured)")
+    p.add_argument("--region", action="append", metavar="REGION",
+                   help="only look for instances in this region (repeatable; default: every "
+                        "enabled region - a role used elsewhere would look unused)")
     p.add_argument("--yes", action="store_true", help="really delete")
     p.add_argument("--include-named", action="store_true",
                    help="also delete unused roles created for --iam-role NAME")
@@ -151,7 +155,7 @@ def cmd_cleanup(args: argparse.Namespace, out: Output) -> int:
     plan = cleanup_plan(args.region, include_named=args.include_named)
     result: dict[str, Any] = {"dry_run": not args.yes, **plan.to_dict(), "done": []}
     if args.yes:
-        result["done"] = cleanup(plan, args.region)
+        result["done"] = cleanup(plan)
 
     def human(stream: TextIO) -> None:
         verb = "deleted" if args.yes else "would delete"

@@ -1,13 +1,17 @@
 """Which roles spawn created, which instances use them, and cleanup of the unused ones.
 
-Instances are matched to profiles client-side from one paginated DescribeInstances (states other
-than terminated/shutting-down), reading each instance's ``IamInstanceProfile.Arn``: one call per
-region however many roles there are (and the moto server lacks the ``iam-instance-profile.arn``
-filter).
+Roles are global, instances regional: unless regions are given, every region DescribeRegions
+lists (those enabled for the account) is searched, in parallel, so a role used in another region
+is never taken for unused. Instances are matched to profiles client-side from one paginated
+DescribeInstances per region (states other than terminated/shutting-down), reading each instance's
+``IamInstanceProfile.Arn``: one call per region however many roles there are (and the moto server
+lacks the ``iam-instance-profile.arn`` filter).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +49,13 @@ def _tags(iam: Any, role_name: str, listed: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags}
 
 
-def instances_by_profile(region: str | None) -> dict[str, list[str]]:
+def all_regions() -> list[str]:
+    from controller.aws import client
+
+    return sorted(r["RegionName"] for r in client("ec2").describe_regions()["Regions"])
+
+
+def _instances_in(region: str) -> dict[str, list[str]]:
     from controller.aws import client
 
     ec2 = client("ec2", region)
@@ -57,16 +67,28 @@ def instances_by_profile(region: str | None) -> dict[str, list[str]]:
             for instance in reservation["Instances"]:
                 arn = (instance.get("IamInstanceProfile") or {}).get("Arn")
                 if arn:
-                    out.setdefault(arn, []).append(instance["InstanceId"])
+                    out.setdefault(arn, []).append(f"{region}/{instance['InstanceId']}")
     return out
 
 
-def list_roles(region: str | None = None) -> list[RoleInfo]:
-    """Roles under /spawn/ tagged spawn:managed=true, their profiles and the instances using them."""
+def instances_by_profile(regions: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Profile ARN -> ``region/instance-id`` of live instances using it, across ``regions``."""
+    wanted = list(regions) if regions else all_regions()
+    out: dict[str, list[str]] = {}
+    with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
+        for found in pool.map(_instances_in, wanted):
+            for arn, ids in found.items():
+                out.setdefault(arn, []).extend(ids)
+    return out
+
+
+def list_roles(regions: Sequence[str] | None = None) -> list[RoleInfo]:
+    """Roles under /spawn/ tagged spawn:managed=true, their profiles and the instances using them
+    (in ``regions``; default every enabled region)."""
     from controller.aws import client
 
-    iam = client("iam", region)
-    used = instances_by_profile(region)
+    iam = client("iam")
+    used = instances_by_profile(regions)
     roles: list[RoleInfo] = []
     for page in iam.get_paginator("list_roles").paginate(PathPrefix=ROLE_PATH):
         for role in page["Roles"]:
@@ -85,11 +107,11 @@ def list_roles(region: str | None = None) -> list[RoleInfo]:
     return sorted(roles, key=lambda r: r.name)
 
 
-def orphan_profiles(region: str | None = None) -> list[str]:
+def orphan_profiles() -> list[str]:
     """Profiles under /spawn/ with no role left in them (a crash between the two creates)."""
     from controller.aws import client
 
-    iam = client("iam", region)
+    iam = client("iam")
     out: list[str] = []
     for page in iam.get_paginator("list_instance_profiles").paginate(PathPrefix=ROLE_PATH):
         for profile in page["InstanceProfiles"]:
@@ -112,18 +134,19 @@ class CleanupPlan:
                 "delete_empty_profiles": self.empty_profiles}
 
 
-def cleanup_plan(region: str | None = None, *, include_named: bool = False) -> CleanupPlan:
-    roles = list_roles(region)
+def cleanup_plan(regions: Sequence[str] | None = None, *,
+                 include_named: bool = False) -> CleanupPlan:
+    roles = list_roles(regions)
     delete = [r for r in roles if not r.in_use and (include_named or r.kind != "named")]
     kept = [r for r in roles if r not in delete]
-    return CleanupPlan(delete, kept, orphan_profiles(region))
+    return CleanupPlan(delete, kept, orphan_profiles())
 
 
-def cleanup(plan: CleanupPlan, region: str | None = None) -> list[str]:
+def cleanup(plan: CleanupPlan) -> list[str]:
     """Delete what the plan lists: roles (with inline policies, managed attachments) and profiles."""
     from controller.aws import client
 
-    iam = client("iam", region)
+    iam = client("iam")
     done: list[str] = []
     for role in plan.roles:
         done.extend(delete_role_completely(iam, role.name))

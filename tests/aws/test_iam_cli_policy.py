@@ -64,8 +64,8 @@ def _iam_paths() -> None:
                               managed_policy_arns=("arn:aws:iam::aws:policy/ReadOnlyAccess",))))
     named = provision(plan(IamRequest(role_name="one-off", templates=parse_list("sqs:ReadOnly"))))
     rollback(named)
-    assert main(["iam", "roles", "--json"]) == ExitStatus.OK
-    assert main(["iam", "cleanup", "--yes", "--json"]) == ExitStatus.OK
+    assert main(["iam", "roles", "--region", "us-east-1", "--json"]) == ExitStatus.OK
+    assert main(["iam", "cleanup", "--region", "us-east-1", "--yes", "--json"]) == ExitStatus.OK
 
 
 def test_minimal_policy_is_sufficient_with_enforcement_on(

@@ -17,9 +17,9 @@ from tests.conftest import MotoServer
 S3_READ = "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"
 
 
-def _run(profile_arn: str) -> str:
-    ec2 = controller_aws.client("ec2")
-    image = controller_aws.client("ssm").get_parameter(
+def _run(profile_arn: str, region: str = "us-east-1") -> str:
+    ec2 = controller_aws.client("ec2", region)
+    image = controller_aws.client("ssm", region).get_parameter(
         Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
     )["Parameter"]["Value"]
     got = ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
@@ -28,7 +28,7 @@ def _run(profile_arn: str) -> str:
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    assert main([*argv, "--json"]) == 0
+    assert main([*argv, "--region", "us-east-1", "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -41,7 +41,8 @@ def test_roles_lists_spawn_roles_and_their_instances(aws: MotoServer,
         RoleName="not-spawns", AssumeRolePolicyDocument="{}", Path="/spawn/")
     rows = {r["role_name"]: r for r in _cli(capsys, "iam", "roles")}
     assert set(rows) == {used.role_name, idle.role_name}
-    assert rows[used.role_name]["instances"] == [iid] and rows[used.role_name]["in_use"]
+    assert rows[used.role_name]["instances"] == [f"us-east-1/{iid}"]
+    assert rows[used.role_name]["in_use"]
     assert rows[idle.role_name]["instances"] == []
     assert rows[used.role_name]["profiles"] == [{"name": used.profile_name,
                                                 "arn": used.profile_arn}]
@@ -81,7 +82,19 @@ def test_cleanup_dry_run_then_yes(aws: MotoServer, capsys: pytest.CaptureFixture
 def test_cleanup_human_output_says_dry_run(aws: MotoServer,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     idle = provision(plan(IamRequest()))
-    assert main(["iam", "cleanup"]) == 0
+    assert main(["iam", "cleanup", "--region", "us-east-1"]) == 0
     out = capsys.readouterr().out
     assert f"would delete role {idle.role_name}" in out
     assert "dry run: pass --yes to delete" in out
+
+
+def test_by_default_every_region_is_searched(aws: MotoServer,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # Roles are global: an instance in another region keeps its role "in use".
+    used = provision(plan(IamRequest(templates=parse_list("logs:WriteOnly"))))
+    iid = _run(used.profile_arn, "eu-west-1")
+    assert main(["iam", "cleanup", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["delete_roles"] == []
+    assert dry["keep_roles"] == [{"role_name": used.role_name,
+                                  "reason": f"used by eu-west-1/{iid}"}]
