@@ -26,6 +26,15 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(autouse=True)
+def _logs_to_memory() -> Iterator[io.StringIO]:
+    """Each test logs into its own buffer (never into a stream another test's capture closed)."""
+    stream = io.StringIO()
+    logs.configure(json=True, stream=stream)
+    yield stream
+    logs.configure(json=True, stream=io.StringIO())
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -36,7 +45,7 @@ def captured() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     logs.configure(json=True, stream=stream, level="debug")
     yield stream
-    logs.configure(json=False)
+    logs.configure(json=True, stream=io.StringIO())
 
 
 def client(clock: Clock, **kw: float) -> ImdsClient:
