@@ -82,6 +82,9 @@ def cmd_templates(args: argparse.Namespace, out: Output) -> int:
     else:
         out.table(["template", "actions", "scope (@SCOPE)"],
                   [[r["name"], " ".join(r["actions"]), r["scope"]] for r in rows])
+        for r in rows:
+            if r["note"]:
+                out.stdout.write(f"note: {r['name']}: {r['note']}\n")
     return ExitStatus.OK
 
 
