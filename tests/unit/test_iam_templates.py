@@ -118,3 +118,16 @@ def test_every_template_lints_clean_scoped_and_unscoped(name: str) -> None:
     for ref in (T.parse_ref(name), T.parse_ref(f"{name}@{SCOPES[service]}")):
         report = lint_document(T.document(ref), source=ref.text)
         assert report.errors == [], [f.text(ref.text) for f in report.errors]
+
+
+def test_cli_templates_and_show(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from controller.cli import main
+
+    assert main(["iam", "templates", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(SEED)
+    assert {r["name"]: r["seed_actions"] for r in rows} == SEED
+    assert main(["iam", "show", "sqs:WriteOnly@jobs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == T.document(T.parse_ref("sqs:WriteOnly@jobs"))
