@@ -328,8 +328,22 @@ def _watch(opts: Options, display: Display, life: Lifecycle, *, agent: sandbox_a
                                f"{int(limit)}s; the agent did not end it",
                                hint="run with --json to see every agent event; an idle timeout only "
                                     "fires while this machine is idle")
-        _countdown(display, life)
+        _countdown(display, life, _idle_summary(dirs) if opts.idle_timeout is not None else "")
         time.sleep(0.1)
+
+
+def _idle_summary(dirs: sandbox_agent.AgentDirs) -> str:
+    """The agent's idle verdict per signal, from the status file it writes every tick."""
+    try:
+        status = json.loads((dirs.runtime / "status.json").read_text(encoding="utf-8"))
+        signals = status["idle"]["signals"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    active = [f"{s['name']} {s['value']} >= {s['threshold']}" if s.get("value") is not None
+              else f"{s['name']} unknown" for s in signals if not s.get("idle")]
+    if not signals:
+        return ""
+    return "; idle: yes" if not active else f"; not idle ({', '.join(active)})"
 
 
 def _complete(dirs: sandbox_agent.AgentDirs, env: dict[str, str], display: Display) -> None:
@@ -413,18 +427,18 @@ def _reclaim(life: Lifecycle, region: str, display: Display) -> None:
                   instance_id=life.instance_id, by="cloud")
 
 
-def _countdown(display: Display, life: Lifecycle) -> None:
+def _countdown(display: Display, life: Lifecycle, idle: str = "") -> None:
     plan = life.plan
     if not plan or not plan.get("at"):
         display.status(f"instance {life.instance_id}: {life.state}; agent "
-                       f"{'ready' if life.agent_ready else 'starting'}")
+                       f"{'ready' if life.agent_ready else 'starting'}{idle}")
         return
     at = parse_timestamp(str(plan["at"]))
     left = at - datetime.now(UTC)
     seconds = max(0, int(left.total_seconds() + 0.999))
     text = (f"instance {life.instance_id}: {life.state}; agent plans {plan.get('action')} "
             f"({plan.get('reason')}) at {at:%H:%M:%S}Z, in {format_remaining(timedelta(seconds=seconds))}")
-    display.status(text)
+    display.status(text + idle)
     if seconds != life.last_countdown:
         life.last_countdown = seconds
         if display.out.json:
