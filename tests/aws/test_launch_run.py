@@ -424,6 +424,7 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["-t", "t3.micro", "--on-complete", "nap"], "--on-complete"),
     (["-t", "t3.micro", "--spot", "--on-complete", "stop"], "--on-complete"),
     (["-t", "g5.xlarge", "--hibernate"], "--hibernate"),
+    (["-t", "g5.xlarge"], "/aws/service/deeplearning/ami/x86_64/"),  # GPU type -> the GPU AMI's parameter
     (["-t", "t3.micro", "--ami", "ami-0123456789abcdef0"], "--ami"),
     (["-t", "t3.micro", "--ami", "ARM"], "--ami"),
     (["-t", "t3.micro", "--subnet", "subnet-0123456789abcdef0"], "--subnet"),
