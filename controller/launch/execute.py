@@ -304,7 +304,12 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None]) -> dic
         except SpawnError:
             raise
         except Exception as exc:
-            raise from_aws(exc, action="launching (RunInstances)") from exc
+            error = from_aws(exc, action="launching (RunInstances)")
+            if _code(exc) == "IdempotentParameterMismatch":
+                error.hint = ("an earlier launch used this --client-token with other parameters (the "
+                              "deadline, user-data and bundle URL are computed per run); `spawn list` "
+                              "shows what it launched")
+            raise error from exc
         ids = [str(i["InstanceId"]) for i in resp["Instances"]]
         ledger.add(f"instances {', '.join(ids)}", lambda: _terminate_and_wait(ec2, ids))
         update("launch", f"done: {', '.join(ids)}")
