@@ -139,3 +139,24 @@ def test_login_user_by_image() -> None:
     assert login_user("al2023-ami-2023.6 x86_64") == "ec2-user"
     assert login_user("ubuntu/images/hvm-ssd/ubuntu-noble-24.04") == "ubuntu"
     assert login_user("debian-12-amd64") == "admin"
+
+
+@pytest.mark.parametrize(("answer", "confirmed"),
+                         [("y\n", True), ("yes\n", True), ("n\n", False), ("\n", False)])
+def test_terminate_asks_on_a_terminal(answer: str, confirmed: bool,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from controller.commands.lifecycle import _confirm
+    from spored.errors import UsageError
+
+    master, slave = os.openpty()
+    with os.fdopen(slave, "r") as tty:
+        os.write(master, answer.encode())
+        if confirmed:
+            _confirm("terminate i-1?", assume_yes=False, stdin=tty)
+        else:
+            with pytest.raises(UsageError, match="not confirmed"):
+                _confirm("terminate i-1?", assume_yes=False, stdin=tty)
+    os.close(master)
+    assert "terminate i-1? [y/N]" in capsys.readouterr().err
