@@ -121,6 +121,10 @@ def run_sandbox(args: argparse.Namespace, out: Output) -> int:
         display = stack.enter_context(Display(out))
         try:
             return _run(opts, args, display, stack)
+        except SpawnError as exc:  # the stream ends with its outcome either way
+            display.event("finished", f"failed: {exc.message}", mark="✗", outcome="failed",
+                          error=exc.code, message=exc.message)
+            raise
         except KeyboardInterrupt:
             display.event("finished", "interrupted: stopping the agent and the local cloud",
                           mark="!", outcome="interrupted")

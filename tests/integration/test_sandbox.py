@@ -222,3 +222,14 @@ def test_keep_lets_spawn_act_on_the_local_cloud_and_the_agent_reacts() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+
+
+def test_a_failed_launch_ends_the_stream_with_its_outcome_and_exit_2() -> None:
+    code, lines, _stderr = _sandbox("--instance-type", "x9.nothing")
+    assert code == 2
+    events = [e for e in lines if "event" in e]
+    assert events[0]["event"] == "sandbox-started"
+    finished = events[-1]
+    assert (finished["event"], finished["outcome"], finished["error"]) == ("finished", "failed", "validation")
+    assert "--instance-type" in finished["message"]
+    assert "instance-launched" not in _names(events)
