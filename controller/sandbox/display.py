@@ -34,7 +34,7 @@ EVENTS: dict[str, str] = {
     "completion-signalled": "the sandbox, as the workload, ran `spored complete`",
     "terminate-call": "the agent called EC2 to end its instance (`by: cloud` for a spot reclaim)",
     "instance-state": "the instance's state in the local cloud changed",
-    "finished": "the outcome: final state, who ended the instance and why",
+    "finished": "the outcome: final state, who ended the instance and why; or `failed` and the error",
 }
 
 
