@@ -133,6 +133,11 @@ def run_sandbox(args: argparse.Namespace, out: Output) -> int:
 
 def _run(opts: Options, args: argparse.Namespace, display: Display,
          stack: contextlib.ExitStack) -> int:
+    # moto builds millions of objects (AMIs, instance types) on the first EC2 calls, which all live
+    # until the end; the cyclic garbage collector walking them again and again during that load
+    # doubles its time. Off until launch has returned, then those objects are frozen out of its way.
+    gc.disable()
+    stack.callback(gc.enable)
     cloud = LocalCloud()
     cloud.start()
     stack.callback(cloud.stop)
@@ -156,9 +161,8 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
                                 agent_bundle=str(bundle_path))
     display.text(f"  running: spawn {' '.join(argv)}")
     result = launcher.run_launch(argv, args, on_step, on_warning)
-    # moto now holds millions of objects (AMIs, instance types) that live until the end: keep the
-    # garbage collector from walking them again and again, and at exit.
     gc.freeze()
+    gc.enable()
     instance = result["instances"][0]
     instance_id = str(instance["instance_id"])
     region = str(result["region"])
