@@ -55,7 +55,7 @@ def read_policy_file(path: str, *, field: str = "--iam-policy-file") -> tuple[di
         if size > MAX_POLICY_FILE_BYTES:
             raise ValidationError(field, f"{path}: {size} bytes is far over IAM's policy size "
                                          "limit (10,240 characters per role)")
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # tolerate a BOM from Windows editors
             text = fh.read()
     except FileNotFoundError:
         raise ValidationError(field, f"{path}: no such file") from None
