@@ -12,7 +12,8 @@ Reproducible: the same commit gives the same sha256. Dependencies are pinned by 
 and downloaded as published wheels (byte-identical); the project's wheel is built with
 SOURCE_DATE_EPOCH; the tar has sorted entries, fixed mtimes, uid/gid 0, no pax headers, and
 the gzip header carries no name and mtime 0. Downloaded wheels are cached per
-(requirements, constraints, platform, Python) so a rebuild makes no network call.
+(requirements, constraints, platform, Python) so a rebuild makes no network call, and the
+project's wheel by the content of its sources.
 
 Built from a source checkout (pyproject.toml beside the packages). ``build_bundle`` is the API;
 ``python -m controller.bundle`` (and ``packaging/build-bundle``) the command.
@@ -105,16 +106,39 @@ def _run(cmd: list[str], *, env: dict[str, str] | None = None, what: str) -> Non
         raise BundleError(f"{what} failed (exit {proc.returncode}):\n{tail}")
 
 
-def build_project_wheel(dest: Path, *, epoch: int, root: Path = PROJECT_ROOT) -> Path:
-    """The project's own wheel, built from a clean copy of the sources with SOURCE_DATE_EPOCH."""
+def _source_files(root: Path) -> list[tuple[str, Path]]:
+    files = [(name, root / name) for name in SOURCE_FILES]
+    for pkg in SOURCE_PACKAGES:
+        for path in sorted((root / pkg).rglob("*")):
+            rel = path.relative_to(root)
+            if path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc" \
+                    and not any(part.endswith(".egg-info") for part in rel.parts):
+                files.append((rel.as_posix(), path))
+    return files
+
+
+def build_project_wheel(dest: Path, *, epoch: int, root: Path = PROJECT_ROOT,
+                        cache_dir: Path | None = None) -> Path:
+    """The project's own wheel, built from a clean copy of the sources with SOURCE_DATE_EPOCH.
+
+    Cached by the sources' content, the epoch and the building Python: the same inputs give the
+    same wheel, so a second bundle from an unchanged tree skips the build.
+    """
+    files = _source_files(root)
+    digest = hashlib.sha256(f"{epoch}|{sys.version}".encode())
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    slot = (cache_dir / "project" / digest.hexdigest()[:24]) if cache_dir else None
+    dest.mkdir(parents=True, exist_ok=True)
+    if slot is not None:
+        cached = sorted(slot.glob("*.whl"))
+        if len(cached) == 1:
+            return Path(shutil.copy2(cached[0], dest / cached[0].name))
     with tempfile.TemporaryDirectory(prefix="spored-src-") as tmp:
         src = Path(tmp) / "src"
-        src.mkdir()
-        for name in SOURCE_FILES:
-            shutil.copy2(root / name, src / name)
-        for pkg in SOURCE_PACKAGES:
-            shutil.copytree(root / pkg, src / pkg,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        for name, path in files:
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, src / name)
         out = Path(tmp) / "out"
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "PYTHONHASHSEED": "0"}
         _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
@@ -122,7 +146,13 @@ def build_project_wheel(dest: Path, *, epoch: int, root: Path = PROJECT_ROOT) ->
         wheels = list(out.glob("*.whl"))
         if len(wheels) != 1:
             raise BundleError(f"building the project wheel gave {len(wheels)} wheels")
-        dest.mkdir(parents=True, exist_ok=True)
+        if slot is not None:
+            partial = slot.with_name(f".partial-{slot.name}-{os.getpid()}")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            shutil.copy2(wheels[0], partial / wheels[0].name)
+            shutil.rmtree(slot, ignore_errors=True)
+            partial.rename(slot)
         return Path(shutil.copy2(wheels[0], dest / wheels[0].name))
 
 
@@ -221,7 +251,8 @@ def build_bundle(out_dir: Path, *, arch: str = "x86_64",
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="spored-bundle-") as tmp:
         wheelhouse: dict[str, Path] = {}
-        project_wheel = build_project_wheel(Path(tmp) / "project", epoch=epoch, root=root)
+        project_wheel = build_project_wheel(Path(tmp) / "project", epoch=epoch, root=root,
+                                            cache_dir=cache)
         wheelhouse[project_wheel.name] = project_wheel
         for pv in python_versions:
             for wheel in download_dependencies([*requirements, PIP_REQUIREMENT], arch=arch,

@@ -98,6 +98,7 @@ class Cloud:
     workdir: Path
     imds: ImdsProcess | None = None
     notes: list[str] = field(default_factory=list)
+    _ec2: Any = None
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "AWS_ENDPOINT_URL": self.moto_url, "AWS_REGION": REGION,
@@ -108,9 +109,12 @@ class Cloud:
                               timeout=120, check=False)
 
     def ec2(self) -> Any:
-        import boto3
+        """One client, reused: building one per poll would blur the timing measurements."""
+        if self._ec2 is None:
+            import boto3
 
-        return boto3.client("ec2", region_name=REGION, endpoint_url=self.moto_url)
+            self._ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=self.moto_url)
+        return self._ec2
 
     def instance(self, instance_id: str) -> dict[str, Any]:
         found = self.ec2().describe_instances(InstanceIds=[instance_id])

@@ -76,7 +76,14 @@ def install(args: list[str], root: Path, script: Path) -> subprocess.CompletedPr
 
 def test_building_twice_gives_the_same_sha256(built: tuple[Path, bundle_mod.Bundle], tmp_path: Path) -> None:
     source, first = built
-    again = bundle_mod.build_bundle(tmp_path / "again", root=source)
+    # A cache with the downloaded dependency wheels but not the project's wheel: it is rebuilt.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for slot in bundle_mod.default_cache_dir().iterdir():
+        if slot.name != "project" and not slot.name.startswith("."):
+            (cache / slot.name).symlink_to(slot)
+    again = bundle_mod.build_bundle(tmp_path / "again", root=source, cache_dir=cache)
+    assert list((cache / "project").iterdir()), "the project wheel was built again"
     assert again.sha256 == first.sha256
     assert again.path.name == f"spored-bundle-{first.version}.tar.gz"
     assert (tmp_path / "again" / f"{again.path.name}.sha256").read_text() == \
