@@ -268,6 +268,21 @@ def test_managed_instance_ttl_kill_and_extend(cloud: Cloud) -> None:
     assert (f"/latest/meta-data/iam/security-credentials/{role}", 200) in fetched, sorted(fetched)
 
 
+def test_spored_complete_works_for_the_group_and_no_one_else(cloud: Cloud) -> None:
+    """After the managed instance ended (state is per boot, and this container plays two
+    instances in one boot: a completion earlier would carry over)."""
+    refused = cloud.container.run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                  "/usr/local/bin/spored", "complete")
+    assert refused.returncode != 0
+    assert "spored group" in refused.stdout + refused.stderr
+    as_user(cloud, group_member(cloud), "/usr/local/bin/spored complete")
+    completed = wait_for("the agent to take the completion marker",
+                         lambda: agent_status(cloud).get("completion", {}).get("completed_at"), 10)
+    assert completed
+    assert cloud.container.run("test", "-e", "/run/spored/complete").returncode != 0  # consumed
+    assert "completion.marker" in cloud.container.journal("-u", "spored.service")
+
+
 def test_journal_holds_json_events_and_no_secret(cloud: Cloud) -> None:
     text = cloud.container.journal("-u", "spored.service")
     events = spored_events(text)
@@ -287,10 +302,16 @@ def as_user(cloud: Cloud, user: str, command: str) -> None:
                         "sh", "-c", command, check=True)
 
 
+def group_member(cloud: Cloud) -> str:
+    """A person in group `spored`, as install.sh makes the image's default user."""
+    if cloud.container.run("id", "e2e-member").returncode != 0:
+        cloud.container.run("useradd", "--no-create-home", "--groups", "spored", "e2e-member", check=True)
+    return "e2e-member"
+
+
 def test_backstop_ignores_a_power_off_request_from_a_group_member(cloud: Cloud) -> None:
     """Group `spored` may write in /run/spored (to signal completion), not power the machine off."""
-    cloud.container.run("useradd", "--no-create-home", "--groups", "spored", "e2e-member", check=True)
-    as_user(cloud, "e2e-member", "echo forged > /run/spored/poweroff")
+    as_user(cloud, group_member(cloud), "echo forged > /run/spored/poweroff")
     wait_for("the forged request to be removed",
              lambda: cloud.container.run("test", "-e", "/run/spored/poweroff").returncode != 0, 15)
     assert "not written by spored" in cloud.container.journal("-u", "spored-poweroff.service")
