@@ -11,10 +11,9 @@
 # What it does: picks a Python >= 3.11 that the wheelhouse supports (installs python3.11 with
 # dnf/yum/apt when there is none), creates a venv for this bundle (PREFIX/venv links to it) and
 # installs spawn-spored into it with `pip install --no-index` from the bundle's wheelhouse,
-# links BINDIR/spored, creates the
-# system user and group `spored` (and adds the image's default user to the group so it may run
-# `spored complete`), installs the units, reloads systemd, enables spored.service and
-# spored-poweroff.path and (re)starts them. Without a running systemd (an image being built, a
+# links BINDIR/spored, creates the system user and group `spored` (and adds the image's default
+# user to the group so it may run `spored complete`), installs the units, reloads systemd,
+# enables spored.service and spored-poweroff.path and (re)starts them. Without a running systemd (an image being built, a
 # chroot) the units are enabled offline and not started.
 #
 # Environment (defaults are the real locations):
@@ -39,7 +38,7 @@ while [ $# -gt 0 ]; do
         --sha256) [ $# -ge 2 ] || die "--sha256 needs a value"; sha256=$2; shift 2 ;;
         --bundle) [ $# -ge 2 ] || die "--bundle needs a value"; tarball=$2; shift 2 ;;
         --no-start) start=no; shift ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) die "unknown option $1; accepted: --python PY, --sha256 HEX --bundle TARBALL, --no-start" ;;
         *) bundle_dir=$1; shift ;;
     esac
