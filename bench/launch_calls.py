@@ -42,22 +42,58 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def moto_servers(count: int) -> Iterator[list[str]]:
+    """``count`` moto server processes on loopback."""
+    ports = [free_port() for _ in range(count)]
+    procs = [subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in ports]
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            time.sleep(0.05)  # waiting for the server process to listen (bounded above)
-        else:
-            raise RuntimeError("moto server did not start within 30 s")
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        for port in ports:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+                time.sleep(0.05)  # waiting for the server process to listen (bounded above)
+            else:
+                raise RuntimeError("moto servers did not start within 60 s")
+        yield [f"http://127.0.0.1:{port}" for port in ports]
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    with moto_servers(1) as (url,):
+        yield url
+
+
+def route_by_region(endpoints: dict[str, str]) -> Any:
+    """Send each request to its region's own server, as AWS has an endpoint per region.
+
+    The region is read from the SigV4 credential scope; moto does not check signatures."""
+    import re
+    from urllib.parse import urlsplit, urlunsplit
+
+    from controller import aws
+
+    scope = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
+
+    def reroute(request: Any, **_: Any) -> None:
+        auth = request.headers.get("Authorization", b"")
+        match = scope.search(auth.decode() if isinstance(auth, bytes) else str(auth))
+        if match and match.group(1) in endpoints:
+            netloc = urlsplit(endpoints[match.group(1)]).netloc
+            request.url = urlunsplit(urlsplit(request.url)._replace(netloc=netloc))
+
+    aws.session().events.register("before-send", reroute)
+    return reroute
 
 
 def fake_environment(endpoint: str, home: Path) -> None:
@@ -116,12 +152,13 @@ def launch_once(bundle: Path, label: str) -> dict[str, Any]:
             "by_operation": dict(Counter(f"{s}.{o}" for s, o in calls))}
 
 
-def populate(regions: tuple[str, ...]) -> None:
+def populate(regions: tuple[str, ...], endpoints: dict[str, str] | None = None) -> None:
     import boto3
 
     for region in regions:
-        ec2 = boto3.client("ec2", region_name=region)
-        ssm = boto3.client("ssm", region_name=region)
+        url = (endpoints or {}).get(region)
+        ec2 = boto3.client("ec2", region_name=region, endpoint_url=url)
+        ssm = boto3.client("ssm", region_name=region, endpoint_url=url)
         ami = ssm.get_parameter(
             Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")["Parameter"]["Value"]
         ec2.run_instances(ImageId=ami, InstanceType="t3.micro", MinCount=PER_REGION, MaxCount=PER_REGION,
@@ -177,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rtt-ms", type=float, default=0.0,
                         help="emulated round trip added to every AWS call (default 0: raw moto)")
+    parser.add_argument("--per-region-servers", action="store_true",
+                        help="also measure `spawn list` with one moto server process per region")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"rtt_ms": args.rtt_ms}
@@ -203,6 +242,23 @@ def main(argv: list[str] | None = None) -> int:
             "concurrent": concurrent, "one_by_one": sequential,
             "speedup": round(sequential["median_seconds"] / max(concurrent["median_seconds"], 1e-9), 2),
         }
+    if args.per_region_servers:
+        with moto_servers(len(REGIONS)) as urls:
+            endpoints = dict(zip(REGIONS, urls, strict=True))
+            populate(REGIONS, endpoints)
+            from controller import aws
+
+            handler = route_by_region(endpoints)
+            try:
+                concurrent = time_list(REGIONS, workers=16)
+                sequential = time_list(REGIONS, workers=1)
+            finally:
+                aws.session().events.unregister("before-send", handler)
+            results["list_server_per_region"] = {
+                "regions": len(REGIONS), "instances": concurrent["instances"],
+                "concurrent": concurrent, "one_by_one": sequential,
+                "speedup": round(sequential["median_seconds"] / max(concurrent["median_seconds"], 1e-9), 2),
+            }
     results["help"] = help_startup()
     if args.json:
         print(json.dumps(results, indent=2))
@@ -212,10 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         r = results[key]
         print(f"spawn launch {r['label']}: {r['api_calls']} AWS calls, {r['seconds']} s")
         print("   " + ", ".join(f"{op} x{n}" for op, n in sorted(r["by_operation"].items())))
-    lst = results["list"]
-    print(f"spawn list, {lst['regions']} regions, {lst['instances']} instances: concurrent "
-          f"{lst['concurrent']['median_seconds']} s vs one-by-one {lst['one_by_one']['median_seconds']} s "
-          f"-> {lst['speedup']}x ({lst['concurrent']['api_calls_per_run']} calls per run)")
+    for key, where in (("list", "one moto server"), ("list_server_per_region", "a moto server per region")):
+        if key not in results:
+            continue
+        lst = results[key]
+        print(f"spawn list, {lst['regions']} regions, {lst['instances']} instances, {where}: concurrent "
+              f"{lst['concurrent']['median_seconds']} s vs one-by-one {lst['one_by_one']['median_seconds']} s"
+              f" -> {lst['speedup']}x ({lst['concurrent']['api_calls_per_run']} calls per run)")
     h = results["help"]
     heavy = h["heavy_modules_imported_by_parser"] or "none"
     print(f"{h['command']}: min {h['min_seconds']} s, median {h['median_seconds']} s (target < 0.3 s); "
