@@ -112,3 +112,42 @@ def test_sandbox_bundle_is_reproducible_and_says_what_it_is(tmp_path: Path) -> N
 def test_every_event_is_described() -> None:
     assert all(EVENTS.values())
     assert {"instance-launched", "agent-ready", "terminate-call", "finished"} <= set(EVENTS)
+
+
+def test_json_display_writes_one_object_per_event_on_stdout_only() -> None:
+    import io
+
+    from controller.output import Output
+    from controller.sandbox.display import Display
+
+    out, err = io.StringIO(), io.StringIO()
+    with Display(Output(json=True, stdout=out, stderr=err)) as display:
+        display.event("instance-launched", "for people", instance_id="i-1", message="kept")
+        display.text("a block for people")
+        display.status("a status line")
+        with pytest.raises(ValueError, match="undeclared"):
+            display.event("no-such-event", "x")
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(records) == 1
+    assert records[0]["event"] == "instance-launched"
+    assert records[0]["instance_id"] == "i-1" and records[0]["message"] == "kept"
+    assert isinstance(records[0]["t"], float)
+    assert err.getvalue() == ""
+
+
+def test_plain_display_writes_lines_for_people_on_stderr_only() -> None:
+    import io
+
+    from controller.output import Output
+    from controller.sandbox.display import Display
+
+    out, err = io.StringIO(), io.StringIO()
+    with Display(Output(json=False, stdout=out, stderr=err), status_every=3600) as display:
+        display.event("agent-ready", "agent ready: terminate at noon")
+        display.status("first status")
+        display.status("second status, within the interval: not printed")
+    assert out.getvalue() == ""
+    lines = err.getvalue().splitlines()
+    assert lines[0].endswith("✓ agent ready: terminate at noon")
+    assert lines[1].endswith("first status")
+    assert len(lines) == 2
