@@ -1,7 +1,8 @@
 """`spawn connect`: SSH as the AMI's user, with the host key checked.
 
 The host key comes from the instance's console output when cloud-init printed it (the
-``SSH HOST KEY KEYS`` block): written to spawn's own known_hosts under the instance id as
+``SSH HOST KEY KEYS`` block; with only the ``FINGERPRINTS`` block, the keys ``ssh-keyscan`` gets
+are kept only if their SHA256 fingerprints match): written to spawn's own known_hosts under the instance id as
 HostKeyAlias and enforced with ``StrictHostKeyChecking=yes``. Otherwise trust on first use into
 that same file (``accept-new``: a changed key is still refused). Never ``StrictHostKeyChecking=no``.
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,9 @@ from spored.errors import ValidationError
 
 _BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
 _END = "-----END SSH HOST KEY KEYS-----"
+_FP_BEGIN = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
+_FP_END = "-----END SSH HOST KEY FINGERPRINTS-----"
+_FP_LINE = re.compile(r"\bSHA256:([A-Za-z0-9+/]{43})=?")
 _KEY_LINE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|ssh-dss)\s+([A-Za-z0-9+/=]+)")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -44,6 +50,49 @@ def parse_host_keys(console: str) -> list[tuple[str, str]]:
         except (binascii.Error, ValueError):
             continue
         keys.append((match.group(1), match.group(2)))
+    return keys
+
+
+def parse_fingerprints(console: str) -> set[str]:
+    """Pure: the SHA256 host-key fingerprints cloud-init printed (without the ``SHA256:`` prefix)."""
+    start = console.rfind(_FP_BEGIN)
+    end = console.find(_FP_END, start) if start >= 0 else -1
+    if start < 0 or end < 0:
+        return set()
+    return {m.group(1) for m in _FP_LINE.finditer(console[start:end])}
+
+
+def fingerprint(blob_b64: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key blob (base64, no padding)."""
+    digest = hashlib.sha256(base64.b64decode(blob_b64)).digest()
+    return base64.b64encode(digest).decode().rstrip("=")
+
+
+def matching_keys(scanned: str, fingerprints: set[str]) -> list[tuple[str, str]]:
+    """Pure: the keys from ``ssh-keyscan`` output whose fingerprints the console vouched for."""
+    keys: list[tuple[str, str]] = []
+    for line in scanned.splitlines():
+        if line.startswith("#"):
+            continue
+        match = _KEY_LINE.search(line)
+        if match and fingerprint(match.group(2)) in fingerprints:
+            keys.append((match.group(1), match.group(2)))
+    return keys
+
+
+def scan_verified(address: str, fingerprints: set[str]) -> list[tuple[str, str]]:
+    """ssh-keyscan the host and keep only keys the console output vouches for.
+
+    Keys were offered but none matched: refuse (the host is not who the console says)."""
+    try:
+        proc = subprocess.run(["ssh-keyscan", "-T", "5", address], capture_output=True, text=True,
+                              timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    keys = matching_keys(proc.stdout, fingerprints)
+    if proc.stdout.strip() and not keys:
+        raise ValidationError("INSTANCE", f"the host key {address} offers matches none of the "
+                              "fingerprints in the instance's console output; refusing to connect")
     return keys
 
 
@@ -121,7 +170,10 @@ def prepare(found: Found, *, user: str | None = None, private: bool = False,
             images = []
         description = " ".join(str(images[0].get(k) or "") for k in ("Name", "Description")) if images else ""
         user = login_user(description)
-    keys = parse_host_keys(console_output(ec2, found.instance_id))
+    console = console_output(ec2, found.instance_id)
+    keys = parse_host_keys(console)
+    if not keys and (fingerprints := parse_fingerprints(console)):
+        keys = scan_verified(str(address), fingerprints)
     path = known_hosts_path()
     if keys:
         record_host_keys(path, found.instance_id, keys)

@@ -160,3 +160,17 @@ def test_terminate_asks_on_a_terminal(answer: str, confirmed: bool,
                 _confirm("terminate i-1?", assume_yes=False, stdin=tty)
     os.close(master)
     assert "terminate i-1? [y/N]" in capsys.readouterr().err
+
+
+def test_scanned_keys_are_kept_only_when_the_console_vouches_for_them() -> None:
+    good = "AAAAC3NzaC1lZDI1NTE5AAAAIGq2lNH3Xk7GZqj0m8r2vJ0eP7Wq7l1v3yJd0QmFvYtB"
+    other = "AAAAC3NzaC1lZDI1NTE5AAAAIHq2lNH3Xk7GZqj0m8r2vJ0eP7Wq7l1v3yJd0QmFvYtB"
+    fp = connect.fingerprint(good)
+    console = ("ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+               f"ec2: 256 SHA256:{fp} root@ip-10-0-0-1 (ED25519)\n"
+               "ec2: -----END SSH HOST KEY FINGERPRINTS-----\n")
+    assert connect.parse_fingerprints(console) == {fp}
+    scanned = f"# 198.51.100.4:22 SSH-2.0-OpenSSH_8.7\n198.51.100.4 ssh-ed25519 {good}\n" \
+              f"198.51.100.4 ssh-ed25519 {other}\n"
+    assert connect.matching_keys(scanned, {fp}) == [("ssh-ed25519", good)]
+    assert connect.matching_keys(scanned, {"nope"}) == []
