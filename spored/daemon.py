@@ -544,6 +544,8 @@ class Agent:
             self.reload()
             self.evaluate("hup")
         elif event == "tags":
+            if isinstance(self.identity, Unknown):
+                self.refresh_identity()
             self.refresh_tags()
             self.evaluate("tags")
         elif event == "prepare":
@@ -555,6 +557,18 @@ class Agent:
             self.tick()
         return True
 
+    def _failed(self, exc: Exception, event: str) -> bool:
+        """Count a failure; True when MAX_SAME_FAILURES identical ones came in a row."""
+        text = f"{type(exc).__name__}: {exc}"
+        count = self._failures[1] + 1 if self._failures[0] == text else 1
+        self._failures = (text, count)
+        self.last_error = text
+        log.exception("loop.failure", event=event, consecutive=count)
+        if count >= MAX_SAME_FAILURES:
+            log.error("agent.exit_for_restart", code=EXIT_RESTART, failure=text)
+            return True
+        return False
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_signal)
@@ -563,14 +577,21 @@ class Agent:
                  dry_run=self.config.dry_run, backstop=self.config.backstop)
         if self.store.problem:
             log.error("state.problem", problem=self.store.problem)
-        self.refresh_identity()
-        self.refresh_tags()
-        self.poll_notices()
-        self.sample()
-        decision = self.evaluate("start")
+        ready = "starting"
+        try:
+            self.refresh_identity()
+            self.refresh_tags()
+            self.poll_notices()
+            self.sample()
+            decision = self.evaluate("start")
+            ready = summary(decision, now_utc())
+        except Exception as exc:  # counted like any loop failure; the loop retries on its ticks
+            self._failed(exc, "start")
+            ready = f"degraded: {type(exc).__name__}"
         self._start_scheduler()
-        self._schedule_due(decision.at if decision.verb is Verb.WAIT else None)
-        self.notifier.ready(summary(decision, now_utc()))
+        if self.decision is not None:
+            self._schedule_due(self.decision.at if self.decision.verb is Verb.WAIT else None)
+        self.notifier.ready(ready)
         try:
             while True:
                 try:
@@ -582,13 +603,7 @@ class Agent:
                         break
                     self._failures = ("", 0)
                 except Exception as exc:  # the loop survives; K identical failures -> exit for restart
-                    text = f"{type(exc).__name__}: {exc}"
-                    count = self._failures[1] + 1 if self._failures[0] == text else 1
-                    self._failures = (text, count)
-                    self.last_error = text
-                    log.exception("loop.failure", event=event, consecutive=count)
-                    if count >= MAX_SAME_FAILURES:
-                        log.error("agent.exit_for_restart", code=EXIT_RESTART, failure=text)
+                    if self._failed(exc, event):
                         return EXIT_RESTART
         finally:
             self.notifier.stopping("stopping")

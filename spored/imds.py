@@ -93,6 +93,10 @@ class ImdsClient:
         self._clock = clock
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = f"spored/{__version__}"
+        # Never through a proxy (IMDS refuses proxied token requests) and no ~/.netrc lookups:
+        # the spot poll is the agent's only frequent work, so each request must be cheap.
+        self._session.trust_env = False
+        self._prepared: dict[str, requests.PreparedRequest] = {}
         self._lock = threading.Lock()
         self._token: str | None = None
         self._token_expires = 0.0
@@ -147,6 +151,17 @@ class ImdsClient:
         if resp.status_code != 200:
             raise ImdsUnavailable(f"{path}: HTTP {resp.status_code}")
 
+    def _prepare(self, url: str, token: str) -> requests.PreparedRequest:
+        """A prepared GET, reused while the token lasts (skips requests' per-call preparation)."""
+        prepared = self._prepared.get(url)
+        if prepared is None or prepared.headers.get(TOKEN_HEADER) != token:
+            if len(self._prepared) > 64:
+                self._prepared.clear()
+            prepared = self._session.prepare_request(
+                requests.Request("GET", url, headers={TOKEN_HEADER: token}))
+            self._prepared[url] = prepared
+        return prepared
+
     def get(self, path: str) -> str | None:
         """GET ``/latest/<path>``; None if the metadata service says 404 (absent)."""
         url = f"{self.base}/latest/{path.lstrip('/')}"
@@ -155,7 +170,8 @@ class ImdsClient:
                 self._check_backoff(self._clock())
                 token = self._fresh_token()
                 try:
-                    resp = self._session.get(url, headers={TOKEN_HEADER: token}, timeout=self.timeout)
+                    resp = self._session.send(self._prepare(url, token), timeout=self.timeout,
+                                              allow_redirects=False)
                 except requests.RequestException as exc:
                     raise ImdsUnavailable(f"{path}: {type(exc).__name__}") from None
                 if resp.status_code == 401 and attempt == 1:

@@ -112,7 +112,7 @@ def run_agent(aws: MotoServer, tmp_path: Path) -> Iterator[Callable[..., Agent]]
     agents: list[Agent] = []
 
     def start(emulator: ImdsEmulator, extra_config: str = "", *, name: str = "agent",
-              ec2_endpoint: str | None = None) -> Agent:
+              ec2_endpoint: str | None = None, state_dir: Path | None = None) -> Agent:
         cfg = tmp_path / "spored.toml"
         cfg.write_text(BASE_CONFIG)
         (tmp_path / "spored.d").mkdir(exist_ok=True)
@@ -121,7 +121,7 @@ def run_agent(aws: MotoServer, tmp_path: Path) -> Iterator[Callable[..., Agent]]
         env.update({
             "AWS_ENDPOINT_URL": ec2_endpoint or aws.url,
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": emulator.url,
-            "STATE_DIRECTORY": str(tmp_path / "state"),
+            "STATE_DIRECTORY": str(state_dir or tmp_path / "state"),
             "RUNTIME_DIRECTORY": str(tmp_path / "run"),
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
@@ -378,3 +378,16 @@ def test_sigterm_exits_cleanly_and_config_error_is_78(emulator_for: Callable[[st
     bad = run_agent(emu, 'no_such_key = "x"\n', name="bad")
     assert bad.proc.wait(timeout=30) == 78
     assert "no_such_key" in bad.log_path.read_text()
+
+
+def test_repeated_identical_failures_exit_75_for_a_restart(emulator_for: Callable[[str], ImdsEmulator],
+                                                            run_agent: Callable[..., Agent],
+                                                            tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    iid = launch({"spawn:managed": "true", "spawn:ttl": "3h"})
+    agent = run_agent(emulator_for(iid), state_dir=blocker / "state")
+    assert agent.proc.wait(timeout=60) == 75
+    failures = agent.named("loop.failure")
+    assert len(failures) == 5 and len({f["exception"].splitlines()[-1] for f in failures}) == 1
+    assert state_of(iid) == "running"
