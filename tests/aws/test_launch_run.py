@@ -458,3 +458,18 @@ def test_bad_input_exits_2_and_creates_nothing(argv: list[str], flag: str, capsy
     assert flag in err
     assert [op for _svc, op in calls if op.startswith(WRITE_PREFIXES)] == []
     assert inventory() == before
+
+
+@pytest.mark.usefixtures("aws", "home")
+def test_human_summary_says_what_to_do_next(capsys: pytest.CaptureFixture[str], bundle: Path) -> None:
+    code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "45m", "--name", "summary",
+                           "--agent-bundle", str(bundle), "--no-wait", "--region", REGION)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("launched 1 instance 'summary' (t3.micro, ami-")
+    iid = lines[1].split()[0]
+    assert iid.startswith("i-") and "running" in lines[1]
+    assert any(line.startswith("deadline: ") and "then terminate" in line for line in lines)
+    assert f"connect: spawn connect {iid} --region {REGION} (as ec2-user)" in lines
+    assert any(line.startswith("cost: ~$0.0104/h (ESTIMATE") for line in lines)
+    assert "validate:" in err and "running: done" in err  # plain progress lines off a terminal
