@@ -259,3 +259,15 @@ def test_names_resolve_across_regions_and_ambiguity_is_refused(capsys: pytest.Ca
     assert code == 2 and "no instance" in err
     code, _, err = spawn(capsys, "extend", "i-nothex", "+1h", "--region", EAST)
     assert code == 2 and "not an instance id" in err
+
+
+def test_without_region_every_enabled_region_is_searched(capsys: pytest.CaptureFixture[str]) -> None:
+    far = make("across-the-world", region="ap-south-1")
+    code, out, err = spawn(capsys, "status", "across-the-world", "--json")
+    assert code == 0, err
+    assert (json.loads(out)["instance_id"], json.loads(out)["region"]) == (far, "ap-south-1")
+    code, out, err = spawn(capsys, "list", "--all-regions", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert len(listed["regions"]) > 10 and listed["failed_regions"] == {}
+    assert far in {r["instance_id"] for r in listed["instances"]}
