@@ -47,7 +47,8 @@ def default_region() -> str:
     return region
 
 
-def client(service: str, region: str | None = None) -> Any:
+def client(service: str, region: str | None = None, *, signature_version: str | None = None) -> Any:
+    """``signature_version``: e.g. ``s3v4`` for S3 pre-signed URLs that every region accepts."""
     from botocore.config import Config
 
     mode = os.environ.get("AWS_RETRY_MODE", "standard")
@@ -58,5 +59,6 @@ def client(service: str, region: str | None = None) -> Any:
         user_agent_extra=f"spawn/{__version__}",
         connect_timeout=5,
         read_timeout=30,
+        signature_version=signature_version,  # None: the service default
     )
     return session().client(service, region_name=region or default_region(), config=config)  # type: ignore[call-overload]

@@ -121,8 +121,10 @@ def gather(args: argparse.Namespace, lf: LaunchFlags, update: Callable[[str, str
                  type_facts=type_facts, image=image, vpc_id=vpc_id, subnet_id=subnet_id,
                  key_name=key_name, iam_plan=iam_plan)
     update("agent bundle", "locating and hashing")
-    g.source = agent_source.resolve(lf.agent_bundle, s3=aws.client("s3", region), account=g.account,
-                                    region=region, architecture=type_facts.architecture)
+    # SigV4 pre-signed URLs: regions opened since 2014 refuse the older signature.
+    s3 = aws.client("s3", region, signature_version="s3v4")
+    g.source = agent_source.resolve(lf.agent_bundle, s3=s3, account=g.account, region=region,
+                                    architecture=type_facts.architecture)
     # Render once now so an oversize user-data is refused before anything is created.
     make_plan(g, key_name=key_name, group_ids=(), profile_arn=None, role_name=None, now=datetime.now(UTC))
     update("agent bundle", f"sha256 {g.source.sha256[:12]}… ({g.source.origin})")
@@ -251,7 +253,7 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None]) -> dic
     lf = g.flags
     iam = _iam()
     ec2 = aws.client("ec2", g.region)
-    s3 = aws.client("s3", g.region)
+    s3 = aws.client("s3", g.region, signature_version="s3v4")
     ledger = Ledger()
     started = time.monotonic()
     assert g.source is not None  # noqa: S101 - gather() resolved it

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -473,3 +474,26 @@ def test_human_summary_says_what_to_do_next(capsys: pytest.CaptureFixture[str], 
     assert f"connect: spawn connect {iid} --region {REGION} (as ec2-user)" in lines
     assert any(line.startswith("cost: ~$0.0104/h (ESTIMATE") for line in lines)
     assert "validate:" in err and "running: done" in err  # plain progress lines off a terminal
+
+
+@pytest.mark.usefixtures("aws", "home")
+def test_uploaded_bundle_is_fetched_through_a_sigv4_presigned_url(capsys: pytest.CaptureFixture[str],
+                                                                  bundle: Path) -> None:
+    import requests
+
+    code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--agent-bundle", str(bundle),
+                           "--dry-run", "--json", "--region", REGION)
+    assert code == 0, err
+    url = json.loads(out)["agent_bundle"]["url"]
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-Expires=7200" in url
+    code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--agent-bundle", str(bundle),
+                           "--no-wait", "--json", "--region", REGION)
+    assert code == 0, err
+    install = user_data_parts(json.loads(out)["instances"][0]["instance_id"])[0][2].decode()
+    fetched = base64.b64decode(install.split("BUNDLE_URL_B64='")[1].split("'")[0]).decode()
+    body = requests.get(fetched, timeout=10).content  # what the instance's curl would download
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    s3 = boto3.client("s3", region_name=REGION)
+    bucket = urlsplit(fetched).path.split("/")[1]
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values())
