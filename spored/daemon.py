@@ -563,7 +563,7 @@ class Agent:
         count = self._failures[1] + 1 if self._failures[0] == text else 1
         self._failures = (text, count)
         self.last_error = text
-        log.exception("loop.failure", event=event, consecutive=count)
+        log.exception("loop.failure", trigger=event, consecutive=count)
         if count >= MAX_SAME_FAILURES:
             log.error("agent.exit_for_restart", code=EXIT_RESTART, failure=text)
             return True
