@@ -78,12 +78,13 @@ class Ec2:
 
             mode = os.environ.get("AWS_RETRY_MODE", "adaptive")
             retries: Any = {"mode": mode if mode in ("standard", "adaptive") else "adaptive",
-                            "max_attempts": 4}
+                            "max_attempts": 3}
             config = Config(
                 retries=retries,
                 user_agent_extra=f"spored/{__version__}",
+                # Worst case per call ~30 s, well inside the unit's WatchdogSec=60.
                 connect_timeout=3,
-                read_timeout=10,
+                read_timeout=5,
             )
             kwargs: dict[str, Any] = {"region_name": self.region, "config": config}
             if self.endpoint:
