@@ -166,13 +166,15 @@ def dump_journal(cloud: Cloud) -> None:
         sys.stderr.write(f"\ne2e: container journal saved to {target}\n")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    """Module-scoped: the lock, network and servers are released as soon as the scenario ends,
+    not when the whole test session does (another run on this machine may be waiting)."""
     if os.geteuid() != 0:
         pytest.skip("the e2e tier needs root (network namespaces, veth, mounts)")
-    workdir = tmp_path_factory.mktemp("e2e")
     with contextlib.ExitStack() as stack:
         stack.enter_context(run_lock())
+        workdir = tmp_path_factory.mktemp("e2e")
         leftovers = Network.sweep_leftovers()
         if leftovers:
             sys.stderr.write(f"\ne2e: removed leftovers of an earlier run: {', '.join(leftovers)}\n")

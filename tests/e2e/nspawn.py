@@ -247,7 +247,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def run_lock(timeout: float = 300.0) -> Iterator[IO[str]]:
+def run_lock(timeout: float = 240.0) -> Iterator[IO[str]]:
     """One e2e run at a time on this machine."""
     with open(LOCK_FILE, "w") as fh:
         deadline = time.monotonic() + timeout
@@ -257,7 +257,8 @@ def run_lock(timeout: float = 300.0) -> Iterator[IO[str]]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"another e2e run holds {LOCK_FILE}") from None
+                    raise TimeoutError(f"another e2e run on this machine held {LOCK_FILE} for "
+                                       f"{timeout:.0f}s") from None
                 time.sleep(0.5)
         try:
             yield fh
