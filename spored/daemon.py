@@ -136,6 +136,7 @@ class Agent:
         self._failures: tuple[str, int] = ("", 0)
         self._completion_refused = False
         self._warmed = False
+        self._warning_key: str | None = None
         self._tags_read_at = -1e9
         self._api_backoff = 0.0
         self._api_retry_at = 0.0
@@ -266,6 +267,10 @@ class Agent:
                      at=format_timestamp(decision.at) if decision.at else None,
                      explanation=decision.explanation)
         self.decision = decision
+        if self._warning_key is not None and decision.key != self._warning_key \
+                and decision.verb in (Verb.WAIT, Verb.NONE) and decision.key not in self.state.done:
+            actions.clear_warning(self.runtime)  # the warned action is no longer planned (extended)
+            self._warning_key = None
         if decision.verb is Verb.ACT:
             failure = self.state.failure
             if (failure is not None and failure.key == decision.key
@@ -293,6 +298,7 @@ class Agent:
         try:
             actions.write_warning(self.runtime, action=decision.action, reason=decision.reason,
                                   at=decision.at, message=message)
+            self._warning_key = decision.key
         except OSError as exc:
             log.error("warning.file_failed", error=exc.strerror)
         if self.config.wall:
