@@ -107,7 +107,6 @@ class Lifecycle:
     end_reason: str | None = None
     terminate_calls: list[dict[str, Any]] = field(default_factory=list)
     call_answered: bool = False
-    warnings: int = 0
     last_countdown: int | None = None
 
 
@@ -145,7 +144,47 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
     display.event("sandbox-started", f"local cloud on {cloud.url} (moto server, region {cloud.region}); "
                   "fake credentials, nothing leaves this machine", endpoint=cloud.url, region=cloud.region)
     work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="spawn-sandbox-")))
+    instance_id, region, stored = _launch(opts, args, display, work)
+    gc.freeze()
+    gc.enable()
 
+    from controller.sandbox.imds import ImdsEmulator
+
+    emulator = ImdsEmulator(instance_id, region, cloud.url).start()
+    stack.callback(emulator.stop)
+    role, expires = _role_credentials(emulator.url)
+    display.event("imds-started", f"IMDSv2 emulator for {instance_id} on {emulator.url}: tokens "
+                  f"required, tags in metadata, credentials of role {role} (sts:AssumeRole, expire "
+                  f"{expires})", url=emulator.url, role=role, credentials_expire=expires)
+
+    dirs = sandbox_agent.AgentDirs(work / "agent")
+    env = cloud.agent_env(emulator.url)
+    agent = _start_agent(opts, display, stored, dirs, env, imds_url=emulator.url, ec2_endpoint=cloud.url)
+    stack.callback(agent.stop)
+    if opts.keep:
+        display.event("keep", "--keep: the local cloud stays up until Ctrl-C; act on it from another "
+                      "terminal", instance_id=instance_id, environment=cloud.exports())
+        _print_exports(display, cloud, instance_id)
+
+    life = Lifecycle(instance_id=instance_id)
+    end = _watch(opts, display, life, agent=agent, emulator=emulator, dirs=dirs, env=env, region=region)
+    exit_code = agent.stop()
+    if opts.keep:
+        display.event("keep", f"instance {instance_id} is {life.state}; the local cloud stays up until "
+                      "Ctrl-C", instance_id=instance_id, environment=cloud.exports())
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(1)
+    display.event("finished", f"instance {instance_id} is {life.state}: {end}",
+                  outcome=life.state, ended_by=life.ended_by, reason=life.end_reason,
+                  seconds_since_agent_start=round(time.monotonic() - life.started, 1),
+                  agent_exit_code=exit_code, terminate_calls=life.terminate_calls)
+    return 0
+
+
+def _launch(opts: Options, args: argparse.Namespace, display: Display,
+            work: Path) -> tuple[str, str, launcher.StoredLaunch]:
+    """`spawn launch` for the sandbox instance; then what it stored, read back and checked."""
     bundle_path = sandbox_bundle.build(work / "bundle")
     spot = opts.spot_after is not None
 
@@ -161,8 +200,6 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
                                 agent_bundle=str(bundle_path))
     display.text(f"  running: spawn {' '.join(argv)}")
     result = launcher.run_launch(argv, args, on_step, on_warning)
-    gc.freeze()
-    gc.enable()
     instance = result["instances"][0]
     instance_id = str(instance["instance_id"])
     region = str(result["region"])
@@ -175,8 +212,6 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
                   spot=spot)
 
     stored = launcher.stored_launch(instance_id, region)
-    policies = {"role_name": stored.role_name, "inline_policies": stored.inline_policies,
-                "managed_policies": stored.managed_policies}
     display.event("role-provisioned",
                   f"role {stored.role_name} with inline policies "
                   f"{', '.join(stored.inline_policies) or 'none'}"
@@ -184,7 +219,8 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
                   role_name=stored.role_name, inline_policies=stored.inline_policies,
                   managed_policies=stored.managed_policies)
     if args.iam_policy or args.iam_policy_file or args.iam_managed_policies:
-        display.text(json.dumps(policies, indent=2))
+        display.text(json.dumps({"role_name": stored.role_name, "inline_policies": stored.inline_policies,
+                                 "managed_policies": stored.managed_policies}, indent=2))
     served = launcher.fetch_sha256(stored.bundle_url)
     if served != stored.bundle_sha256:
         raise SandboxError(f"the bundle URL in the user-data serves sha256 {served}, but the user-data "
@@ -195,50 +231,26 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
                   f"sha256 {stored.bundle_sha256[:12]}…; NOT executed here: the agent runs as a local "
                   "process instead", bytes=stored.user_data_bytes, parts=stored.part_names,
                   bundle_sha256=stored.bundle_sha256, bundle_verified=True, executed=False)
+    return instance_id, region, stored
 
-    from controller.sandbox.imds import ImdsEmulator
 
-    emulator = ImdsEmulator(instance_id, region, cloud.url).start()
-    stack.callback(emulator.stop)
-    role, expires = _role_credentials(emulator.url)
-    display.event("imds-started", f"IMDSv2 emulator for {instance_id} on {emulator.url}: tokens "
-                  f"required, tags in metadata, credentials of role {role} (sts:AssumeRole, expire "
-                  f"{expires})", url=emulator.url, role=role, credentials_expire=expires)
-
-    dirs = sandbox_agent.AgentDirs(work / "agent")
+def _start_agent(opts: Options, display: Display, stored: launcher.StoredLaunch,
+                 dirs: sandbox_agent.AgentDirs, env: dict[str, str], *, imds_url: str,
+                 ec2_endpoint: str) -> sandbox_agent.AgentProcess:
+    """`spored run` with launch's configuration and the sandbox's changes."""
     dirs.create()
-    cfg = sandbox_agent.sandbox_config(stored.config_toml, dirs, imds_url=emulator.url,
-                                       ec2_endpoint=cloud.url, wall=opts.wall)
+    cfg = sandbox_agent.sandbox_config(stored.config_toml, dirs, imds_url=imds_url,
+                                       ec2_endpoint=ec2_endpoint, wall=opts.wall)
     sandbox_agent.write_config(cfg, dirs)
     changed = sandbox_agent.changes(stored.config_toml, cfg)
-    env = cloud.agent_env(emulator.url)
     agent = sandbox_agent.AgentProcess(dirs, env)
     pid = agent.start()
-    stack.callback(agent.stop)
     shown = ", ".join(f"{k} {changed[k][0]} -> {changed[k][1]}" for k in _HUMAN_CHANGES if k in changed)
     display.event("agent-started",
                   f"spored run (pid {pid}) as you, no static credentials; the config from the user-data "
                   f"with {shown}, shorter intervals, local endpoints and marker",
                   pid=pid, config=str(dirs.config), config_changes={k: list(v) for k, v in changed.items()})
-
-    if opts.keep:
-        display.event("keep", "--keep: the local cloud stays up until Ctrl-C; act on it from another "
-                      "terminal", instance_id=instance_id, environment=cloud.exports())
-        _print_exports(display, cloud, instance_id)
-    life = Lifecycle(instance_id=instance_id)
-    end = _watch(opts, display, life, agent=agent, emulator=emulator, dirs=dirs, env=env, region=region)
-    exit_code = agent.stop()
-    if opts.keep:
-        display.event("keep", f"instance {instance_id} is {life.state}; the local cloud stays up until "
-                      "Ctrl-C", instance_id=instance_id, environment=cloud.exports())
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(1)
-    display.event("finished", f"instance {instance_id} is {life.state}: {end}",
-                  outcome=life.state, ended_by=life.ended_by, reason=life.end_reason,
-                  seconds=round(time.monotonic() - life.started, 1), agent_exit_code=exit_code,
-                  terminate_calls=life.terminate_calls)
-    return 0
+    return agent
 
 
 def _role_credentials(imds_url: str) -> tuple[str, str]:
@@ -407,7 +419,6 @@ def _on_agent(record: dict[str, Any], display: Display, life: Lifecycle) -> None
                           verb=fields.get("verb"), action=fields.get("action"),
                           reason=fields.get("reason"), at=fields.get("at"))
     elif name in ("warning", "notice"):
-        life.warnings += 1
         text = fields.get("message") or (f"{fields.get('reason')} notice: AWS reclaims the instance at "
                                           f"{fields.get('at')}")
         display.event("warning", f"agent warns: {text}",
