@@ -44,7 +44,7 @@ class MotoServer:
     def reset(self) -> None:
         import requests
 
-        requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+        requests.post(f"{self.url}/moto-api/reset", timeout=120).raise_for_status()
 
     def enforce_iam(self, on: bool = True) -> None:
         """Switch moto's IAM enforcement (actions only; see the notes) on or off."""
