@@ -285,10 +285,11 @@ class Agent:
             self._backstop(decision)
         elif decision.verb is Verb.WAIT:
             self._prepare(decision)
-        self._schedule_due(decision.at if decision.verb is Verb.WAIT else None)
+        final = self.decision  # _act may have replaced it (tags changed right before acting)
+        self._schedule_due(final.at if final.verb is Verb.WAIT else None)
         self.store.save(self.state)
         self.write_status()
-        return decision
+        return final
 
     def _warn(self, decision: Decision, message: str) -> None:
         if decision.action is None or decision.reason is None or decision.at is None:
