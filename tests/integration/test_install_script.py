@@ -172,3 +172,10 @@ def test_a_new_bundle_gets_a_fresh_venv_and_the_old_one_goes(extracted: Path, ro
     run = subprocess.run([str(root / "opt/spored/venv/bin/spored"), "--help"], capture_output=True,
                          text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
+
+
+def test_install_refuses_a_python_the_bundle_has_no_wheels_for(extracted: Path, root: Path) -> None:
+    proc = install(["--python", "/bin/sh"], root, extracted / "install.sh")
+    assert proc.returncode != 0
+    assert "--python /bin/sh: not a Python >= 3.11" in proc.stderr
+    assert not (root / "opt/spored/venvs").exists()
