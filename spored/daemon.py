@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ from typing import Any
 
 from spored import __version__, actions, logs
 from spored import config as config_mod
+from spored.agent_status import WRITE_TIMEOUT, StatusTracker, derive, spawn_writer
 from spored.config import Config
 from spored.contract import Action, Reason, format_timestamp, is_managed
 from spored.decide import Decision, Observations, Verb, decide, summary
@@ -141,6 +143,9 @@ class Agent:
         self._api_backoff = 0.0
         self._api_retry_at = 0.0
         self._last_attempt = -1e9
+        self._status_tag = StatusTracker()
+        self._status_writer: subprocess.Popen[bytes] | None = None
+        self._status_writer_at = 0.0
 
     # ---------------------------------------------------------------- observation
     def ec2(self) -> Ec2 | None:
@@ -289,6 +294,8 @@ class Agent:
         self._schedule_due(final.at if final.verb is Verb.WAIT else None)
         self.store.save(self.state)
         self.write_status()
+        if not self.read_only:
+            self.publish_status(final)
         return final
 
     def _warn(self, decision: Decision, message: str) -> None:
@@ -449,6 +456,50 @@ class Agent:
             # boto3 is loaded only when an EC2 call was needed (never with tags in metadata).
             "boto3_loaded": "boto3" in sys.modules,
         }
+
+    def publish_status(self, decision: Decision) -> None:
+        """spawn:agent-status on our own instance when the state changed; never waits for the write."""
+        self._reap_status_writer()
+        failure = self.state.failure
+        status = derive(decision, self.observations(), warned=self._warning_key is not None,
+                        failing=failure is not None and failure.key == decision.key)
+        self._status_tag.observe(status, now_utc())
+        identity = self.identity
+        if isinstance(identity, Unknown) or not decision.policy.managed:
+            return  # never on an instance that is not ours to manage
+        value = self._status_tag.due(time.monotonic())
+        if value is None:
+            return
+        if self.config.dry_run:
+            log.info("status_tag.dry_run", value=value, instance_id=identity.instance_id)
+            self._status_tag.started(value)
+            self._status_tag.finished(True, time.monotonic())
+            return
+        log.info("status_tag.write", value=value, instance_id=identity.instance_id)
+        self._status_tag.started(value)
+        try:
+            self._status_writer = spawn_writer(identity.region, identity.instance_id, value,
+                                               self.config.ec2_endpoint)
+            self._status_writer_at = time.monotonic()
+        except OSError as exc:
+            log.error("status_tag.failed", error=exc.strerror)
+            self._status_tag.finished(False, time.monotonic())
+
+    def _reap_status_writer(self) -> None:
+        proc = self._status_writer
+        if proc is None:
+            return
+        code = proc.poll()
+        if code is None:
+            if time.monotonic() - self._status_writer_at < WRITE_TIMEOUT:
+                return
+            proc.kill()
+            code = proc.wait()
+            log.error("status_tag.timeout", seconds=WRITE_TIMEOUT)
+        elif code != 0:
+            log.error("status_tag.failed", exit_code=code)
+        self._status_writer = None
+        self._status_tag.finished(code == 0, time.monotonic())
 
     def write_status(self) -> None:
         try:

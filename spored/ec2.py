@@ -28,6 +28,7 @@ PERMISSIONS: dict[str, str] = {
     "DescribeTags": "ec2:DescribeTags",
     "TerminateInstances": "ec2:TerminateInstances",
     "StopInstances": "ec2:StopInstances",
+    "CreateTags": "ec2:CreateTags",
 }
 
 DENIED_CODES = frozenset({"AccessDenied", "UnauthorizedOperation", "AuthFailure",
@@ -96,7 +97,7 @@ class Ec2:
     def _call(self, operation: str, method: str, **params: Any) -> Any:
         self.calls += 1
         log.info("aws.call", service="ec2", operation=operation, permission=PERMISSIONS[operation],
-                 instance_id=params.get("InstanceIds", [None])[0] if "InstanceIds" in params else None)
+                 instance_id=(params.get("InstanceIds") or params.get("Resources") or [None])[0])
         try:
             return getattr(self._ec2(), method)(**params)
         except Exception as exc:  # botocore's errors, translated at this one boundary
@@ -130,6 +131,11 @@ class Ec2:
             if not token:
                 return tags
             params["NextToken"] = token
+
+    def create_tags(self, instance_id: str, tags: dict[str, str]) -> None:
+        """Only spawn:agent-status on the agent's own instance (the policy allows nothing else)."""
+        self._call("CreateTags", "create_tags", Resources=[instance_id],
+                   Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
 
     def terminate(self, instance_id: str) -> None:
         self._call("TerminateInstances", "terminate_instances", InstanceIds=[instance_id])
