@@ -23,7 +23,7 @@ import boto3
 import pytest
 
 from controller.sandbox.imds import ImdsEmulator
-from spored.contract import format_timestamp
+from spored.contract import TAG_AGENT_STATUS, format_timestamp, parse_timestamp
 from tests.conftest import MotoServer
 
 REGION = "us-east-1"
@@ -195,6 +195,23 @@ def started(agent: Agent) -> None:
     raise AssertionError(agent.log_path.read_text()[-3000:])
 
 
+def agent_status_tag(instance_id: str) -> str | None:
+    tags = ec2().describe_tags(Filters=[{"Name": "resource-id", "Values": [instance_id]},
+                                        {"Name": "key", "Values": [TAG_AGENT_STATUS]}])["Tags"]
+    return str(tags[0]["Value"]) if tags else None
+
+
+def wait_agent_status(agent: Agent, instance_id: str, state: str, timeout: float) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = agent_status_tag(instance_id)
+        if value is not None and value.startswith(f"{state} "):
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{TAG_AGENT_STATUS} never became {state!r} (last "
+                         f"{agent_status_tag(instance_id)!r}): {agent.log_path.read_text()[-3000:]}")
+
+
 ENDED = {"shutting-down", "terminated"}
 
 
@@ -231,6 +248,23 @@ def test_unmanaged_is_never_terminated(emulator_for: Callable[[str], ImdsEmulato
     assert state_of(iid) == "running"
     assert not agent.named("action.start")
     assert agent.status()["managed"] is False
+    assert agent_status_tag(iid) is None  # never written on an instance that is not managed
+
+
+def test_agent_status_tag_is_written_at_start_and_on_a_change(
+        emulator_for: Callable[[str], ImdsEmulator], run_agent: Callable[..., Agent]) -> None:
+    iid = launch({"spawn:managed": "true", "spawn:ttl": "3h"})
+    agent = run_agent(emulator_for(iid))
+    started(agent)
+    ready = wait_agent_status(agent, iid, "ready", timeout=15)
+    since = parse_timestamp(ready.split(" ", 1)[1])
+    assert abs((datetime.now(UTC) - since).total_seconds()) < 30
+    assert agent.status()["boto3_loaded"] is False  # the write ran in a child process
+    set_deadline(iid, 6)  # warn_at = 3s: a warning, then the action
+    warning = wait_agent_status(agent, iid, "warning", timeout=10)
+    written = [e["value"] for e in agent.named("status_tag.written")]
+    assert written[:2] == [ready, warning]  # one write per change, nothing in between
+    assert {e["instance_id"] for e in agent.named("status_tag.written")} == {iid}
 
 
 def test_extend_through_the_api_moves_the_deadline(emulator_for: Callable[[str], ImdsEmulator],
