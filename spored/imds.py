@@ -24,6 +24,7 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from spored import __version__, logs
 
@@ -96,6 +97,11 @@ class ImdsClient:
         # Never through a proxy (IMDS refuses proxied token requests) and no ~/.netrc lookups:
         # the spot poll is the agent's only frequent work, so each request must be cheap.
         self._session.trust_env = False
+        # GETs go straight to this adapter: no Session.send (hooks, cookie jar, redirect and
+        # environment merging) on the frequent path. One pooled keep-alive connection.
+        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=2, max_retries=0)
+        self._session.mount("http://", self._adapter)
+        self._session.mount("https://", self._adapter)
         self._prepared: dict[str, requests.PreparedRequest] = {}
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -170,8 +176,8 @@ class ImdsClient:
                 self._check_backoff(self._clock())
                 token = self._fresh_token()
                 try:
-                    resp = self._session.send(self._prepare(url, token), timeout=self.timeout,
-                                              allow_redirects=False)
+                    resp = self._adapter.send(self._prepare(url, token), timeout=self.timeout)
+                    body = resp.content  # read now: the connection goes back to the pool
                 except requests.RequestException as exc:
                     raise ImdsUnavailable(f"{path}: {type(exc).__name__}") from None
                 if resp.status_code == 401 and attempt == 1:
@@ -181,5 +187,5 @@ class ImdsClient:
                 if resp.status_code == 404:
                     return None
                 self._raise_for_status(resp, path)
-                return resp.text
+                return body.decode("utf-8", errors="replace")  # IMDS serves UTF-8 text/plain
         raise ImdsUnavailable(f"{path}: 401 twice with a fresh token")
