@@ -93,6 +93,8 @@ class ImdsClient:
         self.max_retry_after = max_retry_after
         self._clock = clock
         self._session = session or requests.Session()
+        # Only what IMDS needs: no Accept/Accept-Encoding/Connection defaults (HTTP/1.1 keeps alive).
+        self._session.headers.clear()
         self._session.headers["User-Agent"] = f"spored/{__version__}"
         # Never through a proxy (IMDS refuses proxied token requests) and no ~/.netrc lookups:
         # the spot poll is the agent's only frequent work, so each request must be cheap.
