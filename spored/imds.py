@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -70,6 +71,32 @@ def _retry_after_seconds(value: str | None, now_wall: float) -> float:
         return 1.0
 
 
+class _ImdsAdapter(HTTPAdapter):
+    """HTTPAdapter for a fixed, never-proxied endpoint: the connection pool found for a URL is
+    kept (no proxy selection and URL parsing on every GET) and the request line is the path."""
+
+    def __init__(self) -> None:
+        super().__init__(pool_connections=1, pool_maxsize=2, max_retries=0)
+        self._pools: dict[str, Any] = {}
+
+    def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any,
+                                        proxies: Any = None, cert: Any = None) -> Any:
+        key = str(request.url)
+        pool = self._pools.get(key)
+        if pool is None:
+            if len(self._pools) > 64:
+                self._pools.clear()
+            pool = self._pools[key] = super().get_connection_with_tls_context(request, verify, proxies, cert)
+        return pool
+
+    def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
+        return str(request.path_url)
+
+    def close(self) -> None:
+        self._pools.clear()
+        super().close()
+
+
 class ImdsClient:
     """Thread-safe IMDSv2 client. ``get(path)`` returns the body, or None when absent (404)."""
 
@@ -101,7 +128,7 @@ class ImdsClient:
         self._session.trust_env = False
         # GETs go straight to this adapter: no Session.send (hooks, cookie jar, redirect and
         # environment merging) on the frequent path. One pooled keep-alive connection.
-        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=2, max_retries=0)
+        self._adapter = _ImdsAdapter()
         self._session.mount("http://", self._adapter)
         self._session.mount("https://", self._adapter)
         self._prepared: dict[str, requests.PreparedRequest] = {}
