@@ -84,6 +84,17 @@ def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mo
         moto_server.enforce_iam(False)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Entry points configure structlog with the stream of the moment (pytest's capture, which is
+    closed after the test); start every test from structlog's defaults instead."""
+    import structlog
+
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
 _skipped_real: list[str] = []
 
 
