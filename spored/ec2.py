@@ -33,6 +33,8 @@ PERMISSIONS: dict[str, str] = {
 
 DENIED_CODES = frozenset({"AccessDenied", "UnauthorizedOperation", "AuthFailure",
                           "InvalidClientTokenId", "ExpiredToken", "SignatureDoesNotMatch"})
+_CREDENTIAL_FAILURES = frozenset({"NoCredentialsError", "CredentialRetrievalError",
+                                  "PartialCredentialsError"})
 HIBERNATE_REFUSED_CODES = frozenset({"UnsupportedHibernationConfiguration", "UnsupportedOperation",
                                      "IncorrectInstanceState", "InvalidParameterCombination"})
 
@@ -75,6 +77,7 @@ class Ec2:
     def _build(self) -> Any:
         if self._client is None:
             import boto3
+            import botocore.session
             from botocore.config import Config
 
             mode = os.environ.get("AWS_RETRY_MODE", "adaptive")
@@ -90,9 +93,26 @@ class Ec2:
             kwargs: dict[str, Any] = {"region_name": self.region, "config": config}
             if self.endpoint:
                 kwargs["endpoint_url"] = self.endpoint
-            self._session = boto3.session.Session()
+            core = botocore.session.Session()
+            # IMDS role credentials may not be ready at boot: give botocore's fetcher more than
+            # its default single 1 s attempt, unless the environment already says otherwise.
+            for variable, value in (("metadata_service_num_attempts", 3),
+                                    ("metadata_service_timeout", 2)):
+                if f"AWS_{variable.upper()}" not in os.environ:
+                    core.set_config_variable(variable, value)
+            self._session = boto3.session.Session(botocore_session=core)
             self._client = self._session.client("ec2", **kwargs)
         return self._client
+
+    def _forget_client(self) -> None:
+        """Drop the client so the next call resolves credentials again.
+
+        botocore resolves credentials once, when the client is built: a client built before the
+        instance profile's credentials were available would fail every later call.
+        """
+        with self._lock:
+            self._client = None
+            self._session = None
 
     def _call(self, operation: str, method: str, **params: Any) -> Any:
         self.calls += 1
@@ -114,6 +134,8 @@ class Ec2:
                     "RequestLimitExceeded", "Throttling", "ServiceUnavailable", "InternalError",
                     "Unavailable"):
                 kind = "unreachable"
+            if type(exc).__name__ in _CREDENTIAL_FAILURES:
+                self._forget_client()
             log.warning("aws.error", service="ec2", operation=operation, code=code, kind=kind,
                         message=error.message)
             raise Ec2CallError(operation, kind, code, error) from None
