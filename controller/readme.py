@@ -1,7 +1,7 @@
-"""Tables in README.md that come from code: tags, reasons, exit codes, templates, commands, events.
-
+"""Blocks in README.md and docs/iam.md that come from code: tags, reasons, exit codes, templates,
+commands, events and the CLI policy additions.
 Each table sits between ``<!-- BEGIN generated:NAME -->`` and ``<!-- END generated:NAME -->``.
-``python -m controller.readme`` rewrites them; a test fails when README.md drifts from the code.
+``python -m controller.readme`` rewrites them; tests fail when a document drifts from the code.
 """
 
 from __future__ import annotations
@@ -139,6 +139,17 @@ def _agent_policy() -> str:
     return "```json\n" + json.dumps(agent_policy_document(), indent=2) + "\n```"
 
 
+def _cli_policy_additions() -> str:
+    """The actions spawn's minimal CLI policy adds to the seed's list, wrapped for reading."""
+    import textwrap
+
+    from controller.iam.cli_policy import ADDITIONS_SID, minimal_policy
+
+    stmt = next(s for s in minimal_policy()["Statement"] if s.get("Sid") == ADDITIONS_SID)
+    text = ", ".join(f"`{a}`" for a in stmt["Action"]) + "."
+    return "\n".join(textwrap.wrap(text, width=100, break_on_hyphens=False))
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "tags": _tags,
     "reasons": _reasons,
@@ -149,7 +160,12 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "agent-exit-codes": _agent_exit_codes,
     "agent-config": _agent_config,
     "agent-policy": _agent_policy,
+    "cli-policy-additions": _cli_policy_additions,
 }
+
+ROOT = Path(__file__).resolve().parents[1]
+# Every document with generated blocks.
+DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "iam.md")
 
 _BLOCK = re.compile(
     r"(<!-- BEGIN generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END generated:(?P=name) -->)",
@@ -173,12 +189,12 @@ def blocks(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    path = Path(argv[0]) if argv else Path(__file__).resolve().parents[1] / "README.md"
-    original = path.read_text(encoding="utf-8")
-    updated = render(original)
-    if updated != original:
-        path.write_text(updated, encoding="utf-8")
-        print(f"updated {path}")
+    for path in [Path(a) for a in argv] if argv else DOCUMENTS:
+        original = path.read_text(encoding="utf-8")
+        updated = render(original)
+        if updated != original:
+            path.write_text(updated, encoding="utf-8")
+            print(f"updated {path}")
     return 0
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from controller.iam.docs import DOC, render
 from controller.iam.propagation import max_total_delay
 from controller.iam.templates import TEMPLATES
+from controller.readme import DOCUMENTS, render
+
+DOC = DOCUMENTS[1]
 
 TEXT = DOC.read_text(encoding="utf-8")
 
 
 def test_documented_additions_are_exactly_what_spawn_prints() -> None:
-    assert render(TEXT) == TEXT, "docs/iam.md is stale: run `python -m controller.iam.docs`"
+    assert render(TEXT) == TEXT, "docs/iam.md is stale: run `python -m controller.readme`"
     assert "`iam:GetRole`" in TEXT and "`iam:TagRole`" in TEXT
 
 
