@@ -39,7 +39,7 @@ from spored import __version__, actions, logs
 from spored import config as config_mod
 from spored.agent_status import WRITE_TIMEOUT, StatusTracker, derive, spawn_writer
 from spored.config import Config
-from spored.contract import Action, Reason, format_timestamp, is_managed
+from spored.contract import AGENT_WRITABLE_TAGS, Action, Reason, format_timestamp, is_managed
 from spored.decide import Decision, Observations, Verb, decide, summary
 from spored.ec2 import Ec2, Ec2CallError
 from spored.errors import ConfigError
@@ -98,6 +98,11 @@ class EventQueue:
         return event
 
 log = logs.get("spored.daemon")
+
+
+def _others(tags: dict[str, str]) -> dict[str, str]:
+    """Tags without the ones the agent writes itself."""
+    return {k: v for k, v in tags.items() if k not in AGENT_WRITABLE_TAGS}
 
 
 def now_utc() -> datetime:
@@ -191,7 +196,9 @@ class Agent:
             self.tags = tags
             return
         self._api_backoff = 0.0
-        changed = tags != self.tags
+        previous = self.tags
+        # The agent's own status tag is not news: only a change the agent did not write is logged.
+        changed = not isinstance(previous, dict) or _others(tags) != _others(previous)
         self.tags = tags
         self.last_tag_refresh = now_utc()
         self._tags_read_at = time.monotonic()
