@@ -28,6 +28,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from spored import __version__, logs
+from spored.imds_errors import ImdsDisabled, ImdsUnavailable
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
 TOKEN_PATH = "/latest/api/token"  # noqa: S105 - a URL path, not a secret
@@ -35,22 +36,6 @@ TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"  # noqa: S105 - header
 TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - header name
 
 log = logs.get("spored.imds")
-
-
-class ImdsError(Exception):
-    """Metadata could not be read (transient or not); callers turn it into Unknown."""
-
-
-class ImdsUnavailable(ImdsError):
-    """Unreachable, timed out, throttled (503) or an unexpected status."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ImdsDisabled(ImdsError):
-    """403 on the token request: the metadata service is disabled for this instance."""
 
 
 def endpoint_from_env(configured: str = "") -> str:

@@ -10,10 +10,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spored.contract import METADATA_TAG_KEY_RE
-from spored.imds import ImdsClient, ImdsError
+from spored.imds_errors import ImdsError
+
+if TYPE_CHECKING:
+    from spored.imds import ImdsClient
 
 SPOT_PATH = "meta-data/spot/instance-action"
 REBALANCE_PATH = "meta-data/events/recommendations/rebalance"

@@ -10,7 +10,8 @@ import requests
 import responses
 
 from spored import logs
-from spored.imds import ImdsClient, ImdsDisabled, ImdsUnavailable, endpoint_from_env
+from spored.imds import ImdsClient, endpoint_from_env
+from spored.imds_errors import ImdsDisabled, ImdsUnavailable
 from spored.observe import Identity, Notice, Unknown, read_identity, read_metadata_tags, read_notice
 
 BASE = "http://imds.test"
