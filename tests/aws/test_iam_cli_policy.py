@@ -7,7 +7,6 @@ this proves "the printed policy grants every action spawn's IAM paths call", not
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,20 +31,6 @@ def _user_with_policy(document: dict[str, Any], name: str) -> dict[str, str]:
     key = iam.create_access_key(UserName=name)["AccessKey"]
     return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
             "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
-
-
-@pytest.fixture
-def recorded() -> Iterator[list[tuple[str, str]]]:
-    calls: list[tuple[str, str]] = []
-
-    def hook(service: str, operation: str) -> None:
-        calls.append((service, operation))
-
-    controller_aws.CALL_HOOKS.append(hook)
-    try:
-        yield calls
-    finally:
-        controller_aws.CALL_HOOKS.remove(hook)
 
 
 def _become(monkeypatch: pytest.MonkeyPatch, aws: MotoServer, keys: dict[str, str]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,20 +37,6 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     key = tmp_path / "id_ed25519.pub"
     key.write_text(ED25519 + "\n")
     return {"bundle": str(bundle), "key": str(key)}
-
-
-@pytest.fixture
-def recorded() -> Iterator[list[tuple[str, str]]]:
-    calls: list[tuple[str, str]] = []
-
-    def hook(service: str, operation: str) -> None:
-        calls.append((service, operation))
-
-    controller_aws.CALL_HOOKS.append(hook)
-    try:
-        yield calls
-    finally:
-        controller_aws.CALL_HOOKS.remove(hook)
 
 
 def test_minimal_policy_user_launches_with_defaults_and_templates(
