@@ -166,10 +166,10 @@ declare("lifecycle", "ec2", "GetConsoleOutput", "ec2:GetConsoleOutput")
 declare("lifecycle", "ec2", "DescribeImages", "ec2:DescribeImages")
 
 # ---------------------------------------------------------------------------------------------
-# spored (the agent, on the instance): granted by controller.iam.agent_policy
+# spored (the agent, on the instance): exactly spored.ec2.PERMISSIONS, granted by
+# controller.iam.agent_policy (tests/unit/test_iam_permissions.py holds the three equal)
 # ---------------------------------------------------------------------------------------------
 declare("agent", "ec2", "DescribeTags", "ec2:DescribeTags", principal="agent")
-declare("agent", "ec2", "DescribeInstances", "ec2:DescribeInstances", principal="agent")
 declare("agent", "ec2", "TerminateInstances", "ec2:TerminateInstances", principal="agent")
 declare("agent", "ec2", "StopInstances", "ec2:StopInstances", principal="agent")
 declare("agent", "ec2", "CreateTags", "ec2:CreateTags", principal="agent")

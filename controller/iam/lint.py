@@ -1,29 +1,54 @@
 """Lint policy documents with parliament (its library API) against AWS's service data.
 
 Findings in parliament's ERROR, MALFORMED and INVALID groups (unknown action or prefix, malformed
-ARN, a condition key the action does not support, unknown operator, ...) are errors that stop a
-launch; the rest (``RESOURCE_STAR``, ...) are warnings. Two findings are downgraded to warnings
-on purpose, each for a stated reason:
+ARN, a condition key the action does not support (``UNKNOWN_CONDITION_FOR_ACTION``), unknown
+operator, ...) are errors that stop a launch; the rest (``RESOURCE_STAR``, ...) are warnings.
+Downgraded to warnings on purpose, each for a stated reason:
 
 * ``MISMATCHED_TYPE_BUT_USABLE`` and ``RESOURCE_EFFECTIVELY_STAR``: parliament's own text says the
   policy works as written.
 * ``RESOURCE_MISMATCH`` when every mismatched action comes from a wildcard (``s3:*`` on a bucket
   ARN also names access-point actions that simply do not apply); a mismatch for an action the
   policy names literally stays an error.
-* ``UNKNOWN_CONDITION_FOR_ACTION`` for ``aws:ARN`` compared with ``${ec2:SourceInstanceARN}``: the
-  self-scoping pattern of the agent's policy (see ``controller.iam.agent_policy``); AWS evaluates
-  it although the Service Authorization Reference does not list ``aws:ARN``.
+
+No ``UNKNOWN_CONDITION_FOR_ACTION`` is ever downgraded. Instead, ``DOCUMENTED_GLOBAL_KEYS`` lists
+the exact condition keys that AWS documents as *global* (usable with every action) and that
+parliament's own global-key table (``parliament.statement.GLOBAL_CONDITION_KEYS``) lacks, each with
+its type and the AWS reference. They are added to that table for the duration of one analysis,
+so parliament treats them like the global keys it knows (and still type-checks their values);
+any other unknown key, ``aws:ARN`` on an EC2 action or a typo, stays an error. The finding's
+detail is only a message string (parliament 1.6.4), so nothing is matched on its text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 ERROR_GROUPS = frozenset({"ERROR", "MALFORMED", "INVALID"})
 WARNING_ISSUES = frozenset({"MISMATCHED_TYPE_BUT_USABLE", "RESOURCE_EFFECTIVELY_STAR"})
-SELF_SCOPE_ISSUE = ("UNKNOWN_CONDITION_FOR_ACTION", "Unknown condition aws:ARN for action ec2:")
+
+
+@dataclass(frozen=True)
+class GlobalKey:
+    """A condition key AWS documents as global; ``kind`` is parliament's type name."""
+
+    kind: str
+    reference: str
+
+
+DOCUMENTED_GLOBAL_KEYS: dict[str, GlobalKey] = {
+    # EC2 User Guide, "Condition keys for Amazon EC2": "ec2:SourceInstanceARN ... This is an AWS
+    # global condition key, which means that you can use it with services other than Amazon EC2";
+    # AWS confirmed it in awsdocs/iam-user-guide#160. Its values are ARNs (list_amazonec2: ARN).
+    "ec2:SourceInstanceARN": GlobalKey(
+        "Arn",
+        "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/iam-policies-for-amazon-ec2.html"
+        "#amazon-ec2-keys ; https://github.com/awsdocs/iam-user-guide/issues/160"),
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,22 @@ def _config() -> dict[str, Any]:
     return config
 
 
+@contextlib.contextmanager
+def documented_global_keys() -> Iterator[None]:
+    """parliament's global-key table plus ``DOCUMENTED_GLOBAL_KEYS``, restored afterwards."""
+    _parliament()
+    from parliament import statement
+
+    table: dict[str, str] = statement.GLOBAL_CONDITION_KEYS
+    added = {k: g.kind for k, g in DOCUMENTED_GLOBAL_KEYS.items() if k not in table}
+    table.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            table.pop(key, None)
+
+
 def _only_wildcard_mismatch(raw: Any, text: str) -> bool:
     """RESOURCE_MISMATCH whose actions all come from wildcard expansion (none named literally)."""
     if not isinstance(raw, list) or not raw:
@@ -89,12 +130,10 @@ def _only_wildcard_mismatch(raw: Any, text: str) -> bool:
     return bool(names) and all(f'"{n.lower()}"' not in lowered for n in names)
 
 
-def _is_error(issue: str, detail: str, raw: Any = None, text: str = "") -> bool:
+def _is_error(issue: str, raw: Any = None, text: str = "") -> bool:
     if issue in WARNING_ISSUES:
         return False
     if issue == "RESOURCE_MISMATCH" and _only_wildcard_mismatch(raw, text):
-        return False
-    if issue == SELF_SCOPE_ISSUE[0] and detail.startswith(SELF_SCOPE_ISSUE[1]):
         return False
     group = str(_config().get(issue, {}).get("group", "ERROR"))
     return group in ERROR_GROUPS
@@ -108,8 +147,9 @@ def _detail_text(detail: Any) -> str:
 
 def lint_text(text: str, *, source: str = "policy") -> LintReport:
     """Lint a policy's JSON text (line/column in findings refer to this text)."""
-    policy = _parliament().analyze_policy_string(text, filepath=None,
-                                                 include_community_auditors=False)
+    with documented_global_keys():
+        policy = _parliament().analyze_policy_string(text, filepath=None,
+                                                     include_community_auditors=False)
     report = LintReport(source)
     for finding in policy.findings:
         location = finding.location or {}
@@ -118,7 +158,7 @@ def lint_text(text: str, *, source: str = "policy") -> LintReport:
         report.findings.append(Finding(
             issue=str(finding.issue), severity=severity, detail=detail,
             line=location.get("line"), column=location.get("column"),
-            error=_is_error(str(finding.issue), detail, finding.detail, text)))
+            error=_is_error(str(finding.issue), finding.detail, text)))
     return report
 
 

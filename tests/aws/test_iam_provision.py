@@ -123,7 +123,7 @@ def test_foreign_role_without_agent_permissions_stops_with_the_statement(aws: Mo
         provision(_plan("--iam-role", "their-role"))
     assert err.value.exit_status == ExitStatus.USAGE
     assert "their-role lacks the agent's permissions" in err.value.message
-    assert '"aws:ARN": "${ec2:SourceInstanceARN}"' in err.value.message
+    assert '"ec2:SourceInstanceARN": "arn:aws:ec2:*:*:instance/${ec2:InstanceId}"' in err.value.message
     assert "--force" in (err.value.hint or "")
     assert set(_inline("their-role")) == {"theirs"}  # untouched
 

@@ -38,35 +38,56 @@ def test_seed_agent_policy_is_flagged_by_lint() -> None:
     assert any("ec2:DescribeInstances" in d for d in flagged)
 
 
-def test_describe_calls_are_unconditioned_on_star() -> None:
+def test_describe_tags_is_unconditioned_on_star_and_describe_instances_is_gone() -> None:
     stmts = _by_action(agent_policy_document())
-    for action in ("ec2:DescribeTags", "ec2:DescribeInstances"):
-        assert stmts[action]["Resource"] == "*"
-        assert "Condition" not in stmts[action]
+    assert stmts["ec2:DescribeTags"]["Resource"] == "*"
+    assert "Condition" not in stmts["ec2:DescribeTags"]
+    assert "ec2:DescribeInstances" not in stmts
+
+
+SELF = {"StringEquals": {"ec2:ResourceTag/spawn:managed": "true"},
+        "ArnLike": {"ec2:SourceInstanceARN": "arn:aws:ec2:*:*:instance/${ec2:InstanceId}"}}
 
 
 @pytest.mark.parametrize("action", ["ec2:TerminateInstances", "ec2:StopInstances"])
 def test_ending_needs_managed_tag_and_self(action: str) -> None:
     stmt = _by_action(agent_policy_document())[action]
     assert stmt["Resource"] == "arn:aws:ec2:*:*:instance/*"
-    assert stmt["Condition"] == {"StringEquals": {
-        "ec2:ResourceTag/spawn:managed": "true", "aws:ARN": "${ec2:SourceInstanceARN}"}}
+    assert stmt["Condition"] == SELF
 
 
 def test_create_tags_only_self_managed_and_own_keys() -> None:
     stmt = _by_action(agent_policy_document())["ec2:CreateTags"]
-    cond = stmt["Condition"]
-    assert isinstance(cond, dict)
-    assert cond["StringEquals"]["aws:ARN"] == "${ec2:SourceInstanceARN}"
-    assert cond["StringEquals"]["ec2:ResourceTag/spawn:managed"] == "true"
-    assert cond["ForAllValues:StringEquals"] == {"aws:TagKeys": list(AGENT_WRITABLE_TAGS)}
+    assert stmt["Condition"] == {**SELF,
+                                 "ForAllValues:StringEquals": {"aws:TagKeys": list(AGENT_WRITABLE_TAGS)},
+                                 "Null": {"aws:TagKeys": "false"}}
 
 
-def test_agent_policy_has_no_lint_errors() -> None:
+def test_partition_reaches_resource_and_self_pattern() -> None:
+    doc = agent_policy_document(partition="aws-us-gov")
+    stmt = _by_action(doc)["ec2:StopInstances"]
+    assert stmt["Resource"] == "arn:aws-us-gov:ec2:*:*:instance/*"
+    assert stmt["Condition"] == {
+        "StringEquals": {"ec2:ResourceTag/spawn:managed": "true"},
+        "ArnLike": {"ec2:SourceInstanceARN": "arn:aws-us-gov:ec2:*:*:instance/${ec2:InstanceId}"}}
+
+
+def test_agent_policy_lints_with_no_finding_at_all() -> None:
     report = lint_document(agent_policy_document(), source="agent-policy")
-    assert report.errors == [], [f.text("agent") for f in report.errors]
-    # The only findings are the documented aws:ARN self-scoping ones.
-    assert {f.issue for f in report.warnings} <= {"UNKNOWN_CONDITION_FOR_ACTION"}
+    assert report.findings == [], [f.text("agent") for f in report.findings]
+
+
+def test_no_policy_spawn_generates_uses_aws_arn() -> None:
+    """aws:ARN is no documented condition key for EC2 actions: none of our policies may use it."""
+    from controller.iam.cli_policy import policy
+    from controller.iam.compose import TRUST_POLICY, templates_document
+    from controller.iam.templates import TEMPLATES, parse_list
+
+    generated = [agent_policy_document(), TRUST_POLICY, *(policy(k) for k in
+                                                          ("minimal", "full", "scoped"))]
+    generated += [templates_document(parse_list(name)) for name in TEMPLATES]
+    for doc in generated:
+        assert "aws:arn" not in json.dumps(doc).lower()
 
 
 def test_cli_prints_the_agent_policy(capsys: pytest.CaptureFixture[str]) -> None:

@@ -83,8 +83,10 @@ def test_name_depends_on_file_content_not_path(tmp_path: Path) -> None:
 
 def test_default_name_is_pinned() -> None:
     # Changing the agent policy or the hash material renames every role (old ones become
-    # cleanup candidates); this pins the name so such a change is deliberate.
-    assert _plan().role_name == "spawn-480783d87f03"
+    # cleanup candidates); this pins the name so such a change is deliberate. Last change: the
+    # agent's self-scoping moved from aws:ARN to ArnLike ec2:SourceInstanceARN (docs/iam.md), so
+    # no launch reuses a role carrying the policy AWS never matched.
+    assert _plan().role_name == "spawn-ef1bfecf2798"
 
 
 def test_named_role_keeps_its_name() -> None:

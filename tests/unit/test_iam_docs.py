@@ -23,3 +23,22 @@ def test_every_template_service_scope_is_documented() -> None:
 
 def test_documented_retry_bound() -> None:
     assert f"at most {max_total_delay():.0f} s of sleep" in TEXT
+
+
+def test_agent_policy_section_carries_before_after_and_evidence() -> None:
+    import json
+    import re
+
+    from controller.iam.lint import DOCUMENTED_GLOBAL_KEYS
+    from tests.unit.test_iam_agent_matrix import OLD_AGENT_POLICY
+
+    section = TEXT[TEXT.index("## The agent's policy"):TEXT.index("## What the person running")]
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)\n```", section, re.DOTALL)]
+    from controller.iam import agent_policy_document
+
+    assert blocks == [agent_policy_document(), OLD_AGENT_POLICY]
+    for entry in DOCUMENTED_GLOBAL_KEYS.values():
+        for url in entry.reference.split(" ; "):
+            assert url in section
+    assert "aws-managed-policy/latest/reference/AWSEC2VssSnapshotPolicy.html" in section
+    assert "moto ignores IAM conditions" in section

@@ -94,3 +94,43 @@ def test_the_agents_own_declarations_are_granted_and_registered() -> None:
     for operation, action in PERMISSIONS.items():
         assert allows([agent_policy_document()], action), action
         assert action in (permissions.actions_for("ec2", operation, "agent") or ())
+
+
+def _operations_the_agent_calls() -> set[str]:
+    """Every EC2 operation spored's code calls: the ``_call("Operation", ...)`` sites of its one
+    EC2 adapter (read from the source, not from a list someone keeps)."""
+    import ast
+    from pathlib import Path
+
+    import spored
+    import spored.ec2
+
+    package = Path(spored.__file__).parent
+    for path in package.glob("*.py"):  # no other agent module imports boto3 or builds a client
+        if path.name != "ec2.py":
+            text = path.read_text(encoding="utf-8")
+            assert "import boto3" not in text and ".client(" not in text, path
+    tree = ast.parse(Path(spored.ec2.__file__).read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "_call" and node.args
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            found.add(node.args[0].value)
+    return found
+
+
+def test_agent_grants_are_exactly_what_the_agent_calls() -> None:
+    """Both ways: nothing granted that the agent never calls, nothing called that isn't granted."""
+    from controller.iam.document import iter_actions
+    from spored.ec2 import PERMISSIONS
+
+    called = _operations_the_agent_calls()
+    assert called == set(PERMISSIONS), "spored.ec2.PERMISSIONS must list exactly the calls"
+    needed = set(PERMISSIONS.values())
+    declared = {(d.operation, a) for d in permissions.declarations("agent") for a in d.actions}
+    assert declared == set(PERMISSIONS.items())
+    granted = set(iter_actions(agent_policy_document()))
+    assert granted == needed, f"granted but never called: {sorted(granted - needed)}; " \
+                              f"called but not granted: {sorted(needed - granted)}"
+    assert "ec2:DescribeInstances" not in granted
