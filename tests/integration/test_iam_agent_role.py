@@ -7,7 +7,7 @@
 
 moto's enforcement cannot run the positive case: it matches a statement's Resource against "*"
 only, so the agent policy's statements scoped to ``arn:aws:ec2:*:*:instance/*`` never apply there
-(and it ignores conditions). The conditions are covered by the policy's own tests.
+(and it ignores conditions). The conditions are evaluated in tests/unit/test_iam_agent_matrix.py.
 """
 
 from __future__ import annotations
