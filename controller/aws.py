@@ -47,13 +47,15 @@ def default_region() -> str:
     return region
 
 
-def client(service: str, region: str | None = None, *, signature_version: str | None = None) -> Any:
-    """``signature_version``: e.g. ``s3v4`` for S3 pre-signed URLs that every region accepts."""
+def client(service: str, region: str | None = None, *, signature_version: str | None = None,
+           max_attempts: int = 5) -> Any:
+    """``signature_version``: e.g. ``s3v4`` for S3 pre-signed URLs that every region accepts.
+    ``max_attempts``: 1 for a call whose failure is an answer (no retries)."""
     from botocore.config import Config
 
     mode = os.environ.get("AWS_RETRY_MODE", "standard")
     retries: Any = {"mode": mode if mode in ("legacy", "standard", "adaptive") else "standard",
-                    "max_attempts": 5}
+                    "max_attempts": max_attempts}
     config = Config(
         retries=retries,
         user_agent_extra=f"spawn/{__version__}",

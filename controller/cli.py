@@ -17,6 +17,7 @@ from controller.output import Output
 from spored.errors import EXIT_DESCRIPTIONS, ExitStatus, SpawnError, exit_code_for
 
 COMMAND_MODULES = (
+    "controller.commands.doctor",
     "controller.commands.launch",
     "controller.commands.lifecycle",
     "controller.commands.iam",

@@ -55,6 +55,15 @@ def required_actions(principal: str = "cli", *, path_prefix: str = "") -> list[s
     return sorted({a for d in declarations(principal, path_prefix=path_prefix) for a in d.actions})
 
 
+# The code paths one `spawn launch` runs: its own, and the IAM provisioning and rollback it drives.
+LAUNCH_PATHS = ("launch", "iam.provision", "iam.rollback")
+
+
+def launch_actions() -> list[str]:
+    """Every IAM action a launch may need (what `spawn doctor` checks), sorted."""
+    return sorted({a for d in declarations("cli") if d.path.startswith(LAUNCH_PATHS) for a in d.actions})
+
+
 def actions_for(service: str, operation: str, principal: str = "cli") -> tuple[str, ...] | None:
     """The declared actions of one operation (union over paths), or None if undeclared."""
     found = [d for d in REGISTRY
@@ -151,6 +160,27 @@ declare("launch", "s3", "PutObject", "s3:PutObject", "s3:PutObjectTagging")
 declare("launch", "s3", "HeadObject", "s3:GetObject")
 declare("launch", "s3", "GetObject", "s3:GetObject")
 declare("launch", "s3", "DeleteObject", "s3:DeleteObject")
+
+# ---------------------------------------------------------------------------------------------
+# spawn doctor (controller.doctor): reads, and the launch's EC2 writes with DryRun=True (a DryRun
+# needs the same permission as the call itself: EC2 API Reference, the DryRun parameter).
+# ---------------------------------------------------------------------------------------------
+declare("doctor", "sts", "GetCallerIdentity")  # needs no permission (always allowed by AWS)
+declare("doctor", "ec2", "DescribeRegions", "ec2:DescribeRegions")
+declare("doctor", "ec2", "DescribeVpcs", "ec2:DescribeVpcs")
+declare("doctor", "ec2", "DescribeSubnets", "ec2:DescribeSubnets")
+declare("doctor", "ec2", "DescribeInstanceTypes", "ec2:DescribeInstanceTypes")
+declare("doctor", "ec2", "DescribeImages", "ec2:DescribeImages")
+declare("doctor", "ec2", "DescribeKeyPairs", "ec2:DescribeKeyPairs")
+declare("doctor", "ec2", "DescribeSecurityGroups", "ec2:DescribeSecurityGroups")
+declare("doctor", "ssm", "GetParameter", "ssm:GetParameter")
+declare("doctor", "iam", "GetRole", "iam:GetRole")
+declare("doctor", "iam", "SimulatePrincipalPolicy", "iam:SimulatePrincipalPolicy")
+declare("doctor", "ec2", "RunInstances", "ec2:RunInstances", "ec2:CreateTags")
+declare("doctor", "ec2", "CreateSecurityGroup", "ec2:CreateSecurityGroup", "ec2:CreateTags")
+declare("doctor", "ec2", "AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupIngress")
+declare("doctor", "ec2", "ImportKeyPair", "ec2:ImportKeyPair", "ec2:CreateTags")
+declare("doctor", "s3", "HeadBucket", "s3:ListBucket")
 
 # ---------------------------------------------------------------------------------------------
 # lifecycle commands (controller.lifecycle): list/status/extend/stop/start/terminate/config/connect

@@ -15,6 +15,7 @@ class ExitStatus(enum.IntEnum):
     USAGE = 2
     CREDENTIALS = 3
     AWS = 4
+    PREFLIGHT = 5
     INTERRUPTED = 130
 
 
@@ -24,6 +25,8 @@ EXIT_DESCRIPTIONS: dict[ExitStatus, str] = {
     ExitStatus.USAGE: "usage or validation error; nothing was changed",
     ExitStatus.CREDENTIALS: "missing credentials or permission denied",
     ExitStatus.AWS: "AWS API error",
+    ExitStatus.PREFLIGHT: "`spawn doctor`: a check that would block a launch failed (each FAIL line "
+                          "says how to fix it)",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -61,6 +61,14 @@ ADDITIONS_SID = "SpawnAdditions"
 SPAWN_ROLE_ARN = "arn:{partition}:iam::*:role/spawn/*"
 SPAWN_PROFILE_ARN = "arn:{partition}:iam::*:instance-profile/spawn/*"
 
+# `spawn doctor` asks the policy simulator about its caller. The simulator "discloses information
+# about the permissions granted to other users" (IAM API Reference, SimulatePrincipalPolicy), so
+# the scoped policy allows it only on the caller's own IAM user: ${aws:username} in a Resource is
+# the IAM User Guide's own pattern for "users manage themselves". A role session is not covered
+# (no policy variable names the role); doctor then falls back to EC2 DryRun calls.
+SIMULATE = "iam:SimulatePrincipalPolicy"
+SELF_USER_ARN = "arn:{partition}:iam::*:user/${{aws:username}}"
+
 # IAM writes that create or change a role or profile: limited to /spawn/ in the scoped variant.
 _IAM_ROLE_WRITES = frozenset({
     "iam:CreateRole", "iam:TagRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
@@ -104,7 +112,7 @@ def scoped_policy(*, partition: str = "aws") -> dict[str, Any]:
     role_arn = SPAWN_ROLE_ARN.format(partition=partition)
     profile_arn = SPAWN_PROFILE_ARN.format(partition=partition)
     iam_writes = [a for a in actions if a in _IAM_ROLE_WRITES | _IAM_PROFILE_WRITES]
-    other = [a for a in actions if a not in iam_writes and a != "iam:PassRole"]
+    other = [a for a in actions if a not in iam_writes and a not in ("iam:PassRole", SIMULATE)]
     statements: list[dict[str, Any]] = [
         {"Sid": "SpawnReadsAndEC2", "Effect": "Allow", "Action": other, "Resource": "*"},
         {"Sid": "SpawnRoleWrites", "Effect": "Allow", "Action": iam_writes,
@@ -113,6 +121,9 @@ def scoped_policy(*, partition: str = "aws") -> dict[str, Any]:
          "Resource": role_arn,
          "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
     ]
+    if SIMULATE in actions:
+        statements.append({"Sid": "SimulateOwnPolicies", "Effect": "Allow", "Action": SIMULATE,
+                           "Resource": SELF_USER_ARN.format(partition=partition)})
     return {"Version": POLICY_VERSION, "Statement": statements}
 
 
