@@ -32,7 +32,8 @@ DEFAULT_TYPES = {"x86_64": "t3.micro", "arm64": "t4g.micro"}
 # The EC2 reads of a launch, asked with DryRun (each accepts it) and a small page where the API has
 # one. A read that answers instead of saying DryRunOperation was still allowed.
 READ_DRY_RUNS: dict[str, dict[str, Any]] = {
-    "DescribeInstances": {"MaxResults": 5}, "DescribeInstanceTypes": {"MaxResults": 5},
+    "DescribeInstances": {"MaxResults": 5},
+    "DescribeInstanceTypes": {"InstanceTypes": [DEFAULT_TYPES["x86_64"]]},
     "DescribeImages": {"MaxResults": 5, "Owners": ["amazon"]}, "DescribeVpcs": {"MaxResults": 5},
     "DescribeSubnets": {"MaxResults": 5}, "DescribeKeyPairs": {},
     "DescribeSecurityGroups": {"MaxResults": 5}}
@@ -57,6 +58,7 @@ class Context:
     inputs: Inputs
     region: str | None = None
     region_source: str = ""
+    region_usable: bool = False  # known to be enabled, and credentials work there
     account: str | None = None
     caller_arn: str | None = None
     vpc_id: str | None = None
@@ -105,7 +107,7 @@ def _aws_failure(name: str, exc: BaseException, doing: str, action: str) -> Chec
 
 
 def _needs(name: str, what: str) -> Check:
-    return Check(name, Status.UNKNOWN, f"needs {what} first (see above)")
+    return Check(name, Status.UNKNOWN, f"needs {what} (see above)")
 
 
 # --- region and credentials ------------------------------------------------------------------
@@ -182,6 +184,7 @@ def region(ctx: Context) -> Check:
     if status == "not-opted-in":
         return Check(name, Status.FAIL, f"{where} is an opt-in region that this account has not enabled",
                      "enable it (AWS console: Account > AWS Regions) or choose another region")
+    ctx.region_usable = True
     return Check(name, Status.OK, f"{where}, enabled ({status})")
 
 
@@ -189,8 +192,8 @@ def region(ctx: Context) -> Check:
 def network(ctx: Context) -> Check:
     """The VPC and subnet a launch would use: --subnet, or the default VPC's default subnets."""
     name = "network"
-    if ctx.account is None or ctx.region is None:
-        return _needs(name, "credentials and a region")
+    if not ctx.region_usable:
+        return _needs(name, "credentials and an enabled region")
     ec2 = ctx.client("ec2")
     if ctx.inputs.subnet:
         try:
@@ -243,8 +246,8 @@ def _public_ip(name: str, where: str, subnets: list[dict[str, Any]]) -> Check:
 def image(ctx: Context) -> Check:
     """The public SSM parameter `spawn launch` reads for its default AMI, and the AMI it names."""
     name = "ami"
-    if ctx.account is None or ctx.region is None:
-        return _needs(name, "credentials and a region")
+    if not ctx.region_usable:
+        return _needs(name, "credentials and an enabled region")
     ec2, ssm = ctx.client("ec2"), ctx.client("ssm")
     if ctx.inputs.instance_type:
         try:
@@ -347,9 +350,7 @@ def _dry_runs(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[], Any
     for operation, page in READ_DRY_RUNS.items():
         if f"ec2:{operation}" in ctx.verdicts.allowed:
             continue  # an earlier check made this read
-        method = getattr(ec2, _snake(operation))
-        runs.append((operation, (f"ec2:{operation}",),
-                     lambda m=method, p=page: m(DryRun=True, **p)))
+        runs.append((operation, (f"ec2:{operation}",), _read_call(ec2, operation, page)))
     material = ctx.public_key or _SAMPLE_KEY
     runs.append(("ImportKeyPair", ("ec2:ImportKeyPair", "ec2:CreateTags"),
                  lambda: ec2.import_key_pair(
@@ -361,8 +362,9 @@ def _dry_runs(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[], Any
     return runs
 
 
-def _snake(operation: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
+def _read_call(ec2: Any, operation: str, page: dict[str, Any]) -> Callable[[], Any]:
+    method = getattr(ec2, "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_"))
+    return lambda: method(DryRun=True, **page)
 
 
 def _default_group(ec2: Any, vpc_id: str) -> str | None:
@@ -381,8 +383,8 @@ _SAMPLE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2lNH3Xk7GZqj0m8r2vJ0eP7Wq7
 
 def permissions_check(ctx: Context) -> Check:
     name = "permissions"
-    if ctx.account is None or ctx.region is None:
-        return _needs(name, "credentials and a region")
+    if not ctx.region_usable:
+        return _needs(name, "credentials and an enabled region")
     not_simulated = _simulate(ctx)
     for operation, actions, call in _dry_runs(ctx):
         try:
@@ -423,8 +425,8 @@ def bundle_bucket(ctx: Context) -> Check:
     name = "bundle-bucket"
     if ctx.inputs.agent_bundle and ctx.inputs.agent_bundle.startswith(("https://", "http://")):
         return Check(name, Status.OK, "not used: the agent bundle comes from the --agent-bundle URL")
-    if ctx.account is None or ctx.region is None:
-        return _needs(name, "credentials and a region")
+    if not (ctx.region_usable and ctx.account and ctx.region):
+        return _needs(name, "credentials and an enabled region")
     bucket = agent_source.bucket_name(ctx.account, ctx.region)
     s3 = ctx.client("s3", signature_version="s3v4")
     try:
@@ -459,8 +461,8 @@ def ssh_key(ctx: Context) -> Check:
     name = "ssh-key"
     inputs = ctx.inputs
     if inputs.key_name:
-        if ctx.region is None or ctx.account is None:
-            return _needs(name, "credentials and a region")
+        if not ctx.region_usable:
+            return _needs(name, "credentials and an enabled region")
         try:
             keys.require_key_pair(ctx.client("ec2"), inputs.key_name)
         except SpawnError as exc:
@@ -491,8 +493,9 @@ def ssh_key(ctx: Context) -> Check:
     ctx.public_key = public
     private = Path(path.removesuffix(".pub"))
     where = f"{path} ({public.split()[0]})"
-    if ctx.region is None or ctx.account is None:
-        return Check(name, Status.UNKNOWN, f"{where}; its key pair in EC2 needs credentials and a region")
+    if not ctx.region_usable:
+        return Check(name, Status.UNKNOWN, f"{where}; its key pair in EC2 needs credentials and an "
+                                           "enabled region (see above)")
     return _key_pair(ctx, name, where, public, private)
 
 
