@@ -139,6 +139,8 @@ declare("iam.cleanup", "iam", "DeleteRole", "iam:DeleteRole")
 # ---------------------------------------------------------------------------------------------
 declare("launch", "sts", "GetCallerIdentity")  # needs no permission (always allowed by AWS)
 declare("launch", "ssm", "GetParameter", "ssm:GetParameter")
+declare("launch", "iam", "GetPolicy", "iam:GetPolicy")  # linting managed policies / the boundary
+declare("launch", "iam", "GetPolicyVersion", "iam:GetPolicyVersion")
 declare("launch", "ec2", "DescribeInstanceTypes", "ec2:DescribeInstanceTypes")
 declare("launch", "ec2", "DescribeImages", "ec2:DescribeImages")
 declare("launch", "ec2", "DescribeVpcs", "ec2:DescribeVpcs")

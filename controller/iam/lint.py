@@ -100,6 +100,12 @@ def _parliament() -> Any:
     return parliament
 
 
+def lint_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("parliament") is not None
+
+
 def _config() -> dict[str, Any]:
     config: dict[str, Any] = _parliament().config
     return config
@@ -164,3 +170,51 @@ def lint_text(text: str, *, source: str = "policy") -> LintReport:
 
 def lint_document(document: dict[str, Any], *, source: str = "policy") -> LintReport:
     return lint_text(json.dumps(document, indent=2), source=source)
+
+
+# ---- the whole composed role (spawn launch) ----
+
+AWS_MANAGED_MARK = ":iam::aws:policy/"
+
+# Which flag each inline policy of a composed role comes from (for the error's field).
+_INLINE_FIELDS = {"spawn-agent": "spawn iam agent-policy", "spawn-templates": "--iam-policy",
+                  "spawn-custom": "--iam-policy-file"}
+
+
+def lint_role(inline: dict[str, dict[str, Any]], managed: dict[str, dict[str, Any]] | None = None,
+              *, boundary: str | None = None, skip_warnings_of: tuple[str, ...] = ()) -> list[str]:
+    """Lint every document of a composed role before anything is created.
+
+    ``inline``: inline policy name -> document (the agent's, the templates', the user's file);
+    ``managed``: policy ARN -> default version document, for the attached managed policies and the
+    permissions boundary (``boundary`` names which one that is) that could be read. An error in
+    any document spawn or the user wrote raises ``ValidationError`` (exit 2), naming the flag. AWS
+    managed policies are AWS's to fix: their findings are returned as warnings. Returns warnings;
+    ``skip_warnings_of`` names inline policies whose warnings were already reported.
+    """
+    from spored.errors import ValidationError
+
+    warnings: list[str] = []
+    for name, document in inline.items():
+        report = lint_document(document, source=f"inline policy {name}")
+        if report.errors:
+            lines = "; ".join(f.text(name) for f in report.errors)
+            raise ValidationError(_INLINE_FIELDS.get(name, name),
+                                  f"the role's inline policy {name} has {len(report.errors)} lint "
+                                  f"error(s): {lines}")
+        if name not in skip_warnings_of:
+            warnings.extend(f"{name}: {f.issue}: {f.detail}" for f in report.warnings)
+    for arn, document in (managed or {}).items():
+        field_name = ("--iam-permissions-boundary" if arn == boundary
+                      else "--iam-managed-policies")
+        report = lint_document(document, source=arn)
+        if report.errors and AWS_MANAGED_MARK not in arn:
+            lines = "; ".join(f.text(arn) for f in report.errors)
+            raise ValidationError(field_name, f"{arn} has {len(report.errors)} lint error(s): "
+                                              f"{lines}",
+                                  hint="fix the policy; `spawn iam lint FILE` on its JSON shows "
+                                       "every finding")
+        for f in report.findings:
+            if f.error:  # an AWS managed policy: parliament's data may simply lag behind AWS
+                warnings.append(f"{arn} (AWS managed): parliament reports {f.issue}: {f.detail}")
+    return warnings

@@ -340,3 +340,60 @@ def rollback(provisioned: Provisioned) -> list[str]:
                 continue
             raise
     return report
+
+
+def managed_documents(arns: tuple[str, ...], *, region: str | None = None
+                      ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The default-version documents of managed policies (reads only): ARN -> document.
+
+    A policy that does not exist is bad input (exit 2, before anything is created); one the caller
+    may not read is left out with a warning (it can't be linted, the launch can go on).
+    """
+    from controller.aws import client
+
+    iam = client("iam", region)
+    documents: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    for arn in dict.fromkeys(arns):
+        try:
+            version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+            got = iam.get_policy_version(PolicyArn=arn, VersionId=version)
+        except Exception as exc:
+            code = _code(exc)
+            if code == "NoSuchEntity":
+                raise ValidationError("--iam-managed-policies", f"{arn}: no such managed policy "
+                                                                 "in this account") from None
+            if code in ("AccessDenied", "AccessDeniedException"):
+                warnings.append(f"{arn}: not linted (no permission to read it: {code})")
+                continue
+            if _is_client_error(exc):
+                raise from_aws(exc, action=f"reading managed policy {arn}") from exc
+            raise
+        documents[arn] = _decode_policy(got["PolicyVersion"]["Document"])
+    return documents, warnings
+
+
+def lint_composed_role(plan: IamPlan, *, region: str | None = None) -> list[str]:
+    """Lint the whole role a launch would create or update, before anything is created: the inline
+    policies first (no AWS call), then the managed policies and the permissions boundary (reads).
+    Raises ValidationError (exit 2) on an error; returns warnings.
+
+    parliament is an optional extra (``spawn-spored[lint]``): without it a policy file is refused
+    earlier (``load_checked_policy``), spawn's own documents (the agent's policy, the templates) are
+    not linted at launch (the test suite lints each of them), and managed policies are reported as
+    not linted rather than blocking a plain install from launching.
+    """
+    from .compose import POLICY_CUSTOM
+    from .lint import lint_available, lint_role
+
+    arns = plan.managed_policy_arns + ((plan.permissions_boundary,)
+                                       if plan.permissions_boundary else ())
+    if not lint_available():
+        return [f"{', '.join(arns)}: not linted (parliament is not installed: "
+                "pip install 'spawn-spored[lint]')"] if arns else []
+    warnings = lint_role(plan.inline_policies, skip_warnings_of=(POLICY_CUSTOM,))
+    if arns:
+        documents, unread = managed_documents(arns, region=region)
+        warnings += unread
+        warnings += lint_role({}, documents, boundary=plan.permissions_boundary)
+    return warnings

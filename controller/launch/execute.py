@@ -95,6 +95,8 @@ def gather(args: argparse.Namespace, lf: LaunchFlags, update: Callable[[str, str
     iam = _iam()
     iam_plan = iam.plan(iam.request_from_args(args))
     region = lf.region or aws.default_region()
+    update("validate", "linting the instance role")
+    iam_plan.warnings.extend(iam.lint_composed_role(iam_plan, region=region))
     ec2 = aws.client("ec2", region)
     update("validate", f"checking {lf.instance_type} in {region}")
     type_facts = ami.describe_type(ec2, lf.instance_type)

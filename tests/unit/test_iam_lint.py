@@ -61,3 +61,40 @@ def test_every_exception_carries_an_aws_reference() -> None:
     for key, entry in DOCUMENTED_GLOBAL_KEYS.items():
         assert entry.reference.startswith("https://docs.aws.amazon.com/"), key
         assert entry.kind in ("Arn", "String", "Bool", "Date", "Numeric", "Ip")
+
+
+BAD = _stop_with({"StringEquals": {"aws:ARN": "${ec2:SourceInstanceARN}"}})
+
+
+def test_lint_role_names_the_flag_of_the_bad_part() -> None:
+    from controller.iam.lint import lint_role
+    from spored.errors import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        lint_role({"spawn-templates": BAD})
+    assert err.value.field == "--iam-policy" and "UNKNOWN_CONDITION_FOR_ACTION" in str(err.value)
+    customer = "arn:aws:iam::123456789012:policy/mine"
+    with pytest.raises(ValidationError) as err:
+        lint_role({}, {customer: BAD}, boundary=customer)
+    assert err.value.field == "--iam-permissions-boundary"
+
+
+def test_lint_role_reports_aws_managed_findings_as_warnings() -> None:
+    from controller.iam.lint import lint_role
+
+    warnings = lint_role({}, {"arn:aws:iam::aws:policy/Example": BAD})
+    assert len(warnings) == 1 and "(AWS managed)" in warnings[0]
+    assert "UNKNOWN_CONDITION_FOR_ACTION" in warnings[0]
+
+
+def test_without_parliament_a_launch_reports_managed_policies_as_not_linted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.iam import IamRequest, lint_composed_role, plan
+    from controller.iam import lint as lint_module
+
+    monkeypatch.setattr(lint_module, "lint_available", lambda: False)
+    arn = "arn:aws:iam::123456789012:policy/mine"
+    assert lint_composed_role(plan(IamRequest())) == []  # no AWS call either
+    warnings = lint_composed_role(plan(IamRequest(managed_policy_arns=(arn,))))
+    assert warnings == [f"{arn}: not linted (parliament is not installed: "
+                        "pip install 'spawn-spored[lint]')"]
