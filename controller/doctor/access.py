@@ -38,7 +38,25 @@ SIMULATION_CONTEXT: tuple[dict[str, Any], ...] = (
      "ContextKeyType": "string"},
     {"ContextKeyName": "aws:RequestTag/spawn:managed", "ContextKeyValues": ["true"],
      "ContextKeyType": "string"},
+    # The EC2 resources a launch changes or deletes are its own, tagged spawn:managed=true.
+    {"ContextKeyName": "ec2:ResourceTag/spawn:managed", "ContextKeyValues": ["true"],
+     "ContextKeyType": "string"},
+    {"ContextKeyName": "aws:ResourceTag/spawn:managed", "ContextKeyValues": ["true"],
+     "ContextKeyType": "string"},
 )
+# EC2 actions on one existing resource, by the resource type AWS authorizes them on (Service
+# Authorization Reference, Amazon EC2). RunInstances, CreateSecurityGroup and ImportKeyPair touch
+# several resource types at once: their DryRun is the evidence, not a simulation on one ARN.
+_EC2_RESOURCE = {
+    "ec2:TerminateInstances": "instance/i-0d0c0000000000000",
+    "ec2:StopInstances": "instance/i-0d0c0000000000000",
+    "ec2:StartInstances": "instance/i-0d0c0000000000000",
+    "ec2:CreateTags": "instance/i-0d0c0000000000000",
+    "ec2:DeleteTags": "instance/i-0d0c0000000000000",
+    "ec2:AuthorizeSecurityGroupIngress": "security-group/sg-0d0c0000000000000",
+    "ec2:DeleteSecurityGroup": "security-group/sg-0d0c0000000000000",
+    "ec2:DeleteKeyPair": "key-pair/key-0d0c0000000000000",
+}
 
 _BUCKET_ACTIONS = frozenset({"s3:CreateBucket", "s3:ListBucket", "s3:PutBucketOwnershipControls",
                              "s3:PutBucketPublicAccessBlock"})
@@ -90,6 +108,8 @@ def resource_for(action: str, *, partition: str, account: str, region: str, buck
         return f"arn:{partition}:s3:::{bucket}/spored-bundle/doctor"
     if action == "ssm:GetParameter":
         return f"arn:{partition}:ssm:{region}::parameter{ami_parameter}"
+    if action in _EC2_RESOURCE:
+        return f"arn:{partition}:ec2:{region}:{account}:{_EC2_RESOURCE[action]}"
     return "*"
 
 
@@ -120,7 +140,12 @@ def read_simulation(results: Sequence[Mapping[str, Any]], verdicts: Verdicts) ->
     for result in results:
         action = str(result["EvalActionName"])
         decision = str(result["EvalDecision"])
-        missing = list(result.get("MissingContextValues") or [])
+        # With ResourceArns given, AWS lists missing keys per resource (EvaluationResult,
+        # MissingContextValues: "If you include a list of resources, then any missing context
+        # values are instead included under the ResourceSpecificResults section").
+        missing = set(result.get("MissingContextValues") or [])
+        for specific in result.get("ResourceSpecificResults") or []:
+            missing.update(specific.get("MissingContextValues") or [])
         if decision == "allowed":
             verdicts.record(action, "allowed", "policy simulator")
         elif decision == "implicitDeny" and missing:

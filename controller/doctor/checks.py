@@ -287,13 +287,16 @@ def image(ctx: Context) -> Check:
 
 
 # --- permissions -----------------------------------------------------------------------------
-def _simulate(ctx: Context) -> str | None:
-    """Ask the policy simulator about every action a launch needs; None when it answered, else why not."""
+def simulate(ctx: Context, iam: Any = None) -> str | None:
+    """Ask the policy simulator about every action a launch needs; None when it answered, else why not.
+
+    No retries (``max_attempts=1``): an endpoint that cannot simulate (moto answers HTTP 500) is an
+    answer, not a transient failure."""
     assert ctx.caller_arn and ctx.account and ctx.region  # noqa: S101 - checked by the caller
     principal = access.principal_of(ctx.caller_arn)
     if principal.kind not in ("user", "role"):
         return f"the caller {ctx.caller_arn} is not an IAM user or role session"
-    iam = aws.client("iam", ctx.region, max_attempts=1)
+    iam = iam or aws.client("iam", ctx.region, max_attempts=1)
     source = principal.arn
     if principal.role_name:
         try:
@@ -340,11 +343,13 @@ def _dry_runs(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[], Any
                          GroupName=DRY_RUN_NAME, Description="spawn doctor (dry run)", VpcId=vpc_id,
                          TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}],
                          DryRun=True)))
-        default_group = _default_group(ec2, vpc_id)
-        if default_group:
+        # Ingress is added only to spawn's own group: asked on one that exists already (a policy
+        # may allow it only on spawn:managed groups); without one, the simulator answers.
+        managed_group = _managed_group(ec2, vpc_id)
+        if managed_group:
             runs.append(("AuthorizeSecurityGroupIngress", ("ec2:AuthorizeSecurityGroupIngress",),
                          lambda: ec2.authorize_security_group_ingress(
-                             GroupId=default_group, DryRun=True, IpPermissions=[
+                             GroupId=managed_group, DryRun=True, IpPermissions=[
                                  {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
                                   "IpRanges": [{"CidrIp": DRY_RUN_CIDR}]}])))
     for operation, page in READ_DRY_RUNS.items():
@@ -358,7 +363,7 @@ def _dry_runs(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[], Any
                      TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}])))
     # TerminateInstances and the rollback deletes need an existing resource to name: what AWS
     # answers to a DryRun on an id that does not exist is not documented, so they are left to
-    # the simulator.
+    # the simulator (on a spawn:managed resource ARN).
     return runs
 
 
@@ -367,10 +372,11 @@ def _read_call(ec2: Any, operation: str, page: dict[str, Any]) -> Callable[[], A
     return lambda: method(DryRun=True, **page)
 
 
-def _default_group(ec2: Any, vpc_id: str) -> str | None:
+def _managed_group(ec2: Any, vpc_id: str) -> str | None:
     try:
-        groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["default"]},
-                                                       {"Name": "vpc-id", "Values": [vpc_id]}])
+        groups = ec2.describe_security_groups(Filters=[
+            {"Name": f"tag:{TAG_MANAGED}", "Values": [MANAGED_VALUE]},
+            {"Name": "vpc-id", "Values": [vpc_id]}])
     except Exception:
         return None
     found = groups.get("SecurityGroups", [])
@@ -385,7 +391,7 @@ def permissions_check(ctx: Context) -> Check:
     name = "permissions"
     if not ctx.region_usable:
         return _needs(name, "credentials and an enabled region")
-    not_simulated = _simulate(ctx)
+    not_simulated = simulate(ctx)
     for operation, actions, call in _dry_runs(ctx):
         try:
             call()

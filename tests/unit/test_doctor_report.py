@@ -75,7 +75,8 @@ def test_simulated_resources_are_the_ones_a_launch_touches() -> None:
              "bucket": "spawn-agent-123456789012-eu-west-1", "ami_parameter": "/aws/service/x"}
     groups = access.simulation_groups(
         ["iam:CreateRole", "iam:PassRole", "iam:CreateInstanceProfile", "iam:ListInstanceProfilesForRole",
-         "iam:GetPolicy", "s3:CreateBucket", "s3:PutObject", "ssm:GetParameter", "ec2:RunInstances"],
+         "iam:GetPolicy", "s3:CreateBucket", "s3:PutObject", "ssm:GetParameter", "ec2:RunInstances",
+         "ec2:TerminateInstances", "ec2:DeleteSecurityGroup"],
         **where)
     assert groups == {
         "arn:aws:iam::123456789012:role/spawn/spawn-doctor":
@@ -85,6 +86,9 @@ def test_simulated_resources_are_the_ones_a_launch_touches() -> None:
         "arn:aws:s3:::spawn-agent-123456789012-eu-west-1": ["s3:CreateBucket"],
         "arn:aws:s3:::spawn-agent-123456789012-eu-west-1/spored-bundle/doctor": ["s3:PutObject"],
         "arn:aws:ssm:eu-west-1::parameter/aws/service/x": ["ssm:GetParameter"],
+        "arn:aws:ec2:eu-west-1:123456789012:security-group/sg-0d0c0000000000000":
+            ["ec2:DeleteSecurityGroup"],
+        "arn:aws:ec2:eu-west-1:123456789012:instance/i-0d0c0000000000000": ["ec2:TerminateInstances"],
     }
 
 
@@ -96,9 +100,14 @@ def test_simulator_answers() -> None:
          "MissingContextValues": ["iam:PermissionsBoundary"]},
         {"EvalActionName": "iam:PassRole", "EvalDecision": "implicitDeny", "MissingContextValues": []},
         {"EvalActionName": "s3:PutObject", "EvalDecision": "explicitDeny"},
+        {"EvalActionName": "ec2:CreateTags", "EvalDecision": "implicitDeny",
+         "ResourceSpecificResults": [{"EvalResourceName": "arn:aws:ec2:us-east-1:1:instance/i-1",
+                                      "EvalResourceDecision": "implicitDeny",
+                                      "MissingContextValues": ["ec2:CreateAction"]}]},
     ], verdicts)
     assert set(verdicts.allowed) == {"ec2:RunInstances"}
-    assert verdicts.unknown == {"iam:CreateRole": "policy simulator: depends on iam:PermissionsBoundary"}
+    assert verdicts.unknown == {"iam:CreateRole": "policy simulator: depends on iam:PermissionsBoundary",
+                                "ec2:CreateTags": "policy simulator: depends on ec2:CreateAction"}
     assert verdicts.denied == {"iam:PassRole": "policy simulator: implicitDeny",
                                "s3:PutObject": "policy simulator: explicitDeny"}
 
