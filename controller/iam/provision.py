@@ -176,19 +176,38 @@ class _Provisioner:
                           PermissionsBoundary=p.permissions_boundary)
 
     def check_foreign_role(self) -> None:
-        """A pre-existing role used as-is: it must grant the agent's actions (or --force)."""
+        """A pre-existing role used as-is: it must grant the agent's actions, in policies that lint
+        clean (or --force). A statement AWS never matches, such as the ``aws:ARN`` self-scoping
+        once circulated for agents like this one, grants the action on paper only."""
         docs = self.role_documents()
         missing = [a for a in AGENT_ACTIONS if not doclib.allows(docs, a)]
-        if not missing:
+        problems = [f"lacks {', '.join(missing)}"] if missing else []
+        problems += self.lint_errors(docs)
+        if not problems:
             return
         message = missing_statement_message(self.plan.role_name)
+        if not missing:
+            message = (f"role {self.plan.role_name}'s policies have lint errors "
+                       f"({'; '.join(problems)}), so AWS may not grant the agent what they seem to "
+                       "(an unknown condition key makes its condition false). Replace the agent's "
+                       "statements with `spawn iam agent-policy --json`:\n"
+                       + json.dumps(agent_policy_document()["Statement"], indent=2))
         if not self.plan.force:
             raise ValidationError("--iam-role", message,
                                   hint="or pass --force to launch anyway (the instance will not "
                                        "be able to end itself)")
         self.result.warnings.append(
-            f"--force: role {self.plan.role_name} lacks {', '.join(missing)}; THE INSTANCE WILL NOT "
-            "BE ABLE TO STOP OR TERMINATE ITSELF (TTL, idle and completion will not end it)")
+            f"--force: role {self.plan.role_name} {'; '.join(problems)}; THE INSTANCE "
+            f"{'WILL' if missing else 'MAY'} NOT BE ABLE TO STOP OR TERMINATE ITSELF (TTL, idle "
+            "and completion will not end it)")
+
+    @staticmethod
+    def lint_errors(docs: list[dict[str, Any]]) -> list[str]:
+        from .lint import lint_available, lint_document
+
+        if not lint_available():
+            return []
+        return [f"{f.issue}: {f.detail}" for doc in docs for f in lint_document(doc).errors]
 
     # -- profile ---------------------------------------------------------------------------
     def ensure_profile(self) -> None:

@@ -200,3 +200,24 @@ def test_rollback_deletes_a_named_role_this_call_created(aws: MotoServer) -> Non
     iam = _iam()
     assert iam.list_roles()["Roles"] == []
     assert iam.list_instance_profiles()["InstanceProfiles"] == []
+
+
+def test_foreign_role_with_the_old_aws_arn_agent_statements_is_refused(aws: MotoServer) -> None:
+    """Granting the actions on paper is not enough: the aws:ARN self-scoping (spawn's own policy
+    until it was replaced, and the statement its error message used to print) never matches on
+    AWS, and lint says so."""
+    old = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ec2:DescribeTags", "Resource": "*"},
+        {"Effect": "Allow", "Action": ["ec2:StopInstances", "ec2:TerminateInstances",
+                                       "ec2:CreateTags"],
+         "Resource": "arn:aws:ec2:*:*:instance/*",
+         "Condition": {"StringEquals": {"ec2:ResourceTag/spawn:managed": "true",
+                                        "aws:ARN": "${ec2:SourceInstanceARN}"}}}]}
+    _foreign_role("their-role", old)
+    with pytest.raises(ValidationError) as err:
+        provision(_plan("--iam-role", "their-role"))
+    assert "UNKNOWN_CONDITION_FOR_ACTION: Unknown condition aws:ARN" in err.value.message
+    assert '"ec2:SourceInstanceARN": "arn:aws:ec2:*:*:instance/${ec2:InstanceId}"' in err.value.message
+    assert set(_inline("their-role")) == {"theirs"}  # untouched
+    forced = provision(_plan("--iam-role", "their-role", "--force"))
+    assert "MAY NOT BE ABLE TO STOP OR TERMINATE ITSELF" in forced.warnings[0]
