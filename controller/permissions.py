@@ -8,8 +8,9 @@ The cloud-custodian habit: code paths declare what they call, one line each::
 receive); the actions are the IAM actions AWS checks for that call (usually one, sometimes more:
 RunInstances with TagSpecifications also needs ec2:CreateTags, passing a role needs iam:PassRole;
 some calls need none, e.g. sts:GetCallerIdentity). ``principal`` is who makes the call: ``cli``
-(the user running spawn; `spawn iam cli-policy` prints a policy covering every cli declaration)
-or ``agent`` (spored on the instance; `spawn iam agent-policy`).
+(the user running spawn; `spawn iam cli-policy` prints a policy covering every cli declaration),
+``agent`` (spored on the instance; `spawn iam agent-policy`) or ``admin`` (`spawn iam setup`, run
+once per account by an administrator; never part of the CLI policies).
 
 ``check_calls`` takes operations actually recorded (e.g. by a test through ``CALL_HOOKS`` or
 botocore's ``before-call`` event) and a policy document, and reports every operation that is not
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-PRINCIPALS = ("cli", "agent")
+PRINCIPALS = ("cli", "agent", "admin")
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ declare("iam.provision", "iam", "GetPolicyVersion", "iam:GetPolicyVersion")
 declare("iam.provision", "iam", "GetInstanceProfile", "iam:GetInstanceProfile")
 declare("iam.provision", "iam", "CreateInstanceProfile", "iam:CreateInstanceProfile",
         "iam:TagInstanceProfile")
-declare("iam.provision", "iam", "AddRoleToInstanceProfile", "iam:AddRoleToInstanceProfile")
+# AddRoleToInstanceProfile also checks iam:PassRole on the role (IAM API Reference,
+# AddRoleToInstanceProfile: "The caller of this operation must be granted the PassRole permission").
+declare("iam.provision", "iam", "AddRoleToInstanceProfile", "iam:AddRoleToInstanceProfile",
+        "iam:PassRole")
 declare("iam.provision", "iam", "ListInstanceProfilesForRole", "iam:ListInstanceProfilesForRole")
 declare("iam.rollback", "iam", "RemoveRoleFromInstanceProfile", "iam:RemoveRoleFromInstanceProfile")
 declare("iam.rollback", "iam", "DeleteInstanceProfile", "iam:DeleteInstanceProfile")
@@ -133,11 +137,19 @@ declare("iam.cleanup", "iam", "DeleteRolePolicy", "iam:DeleteRolePolicy")
 declare("iam.cleanup", "iam", "ListAttachedRolePolicies", "iam:ListAttachedRolePolicies")
 declare("iam.cleanup", "iam", "DetachRolePolicy", "iam:DetachRolePolicy")
 declare("iam.cleanup", "iam", "DeleteRole", "iam:DeleteRole")
+declare("iam.setup", "sts", "GetCallerIdentity", principal="admin")
+declare("iam.setup", "iam", "GetPolicy", "iam:GetPolicy", principal="admin")
+declare("iam.setup", "iam", "GetPolicyVersion", "iam:GetPolicyVersion", principal="admin")
+declare("iam.setup", "iam", "CreatePolicy", "iam:CreatePolicy", "iam:TagPolicy", principal="admin")
+declare("iam.setup", "iam", "ListPolicyVersions", "iam:ListPolicyVersions", principal="admin")
+declare("iam.setup", "iam", "DeletePolicyVersion", "iam:DeletePolicyVersion", principal="admin")
+declare("iam.setup", "iam", "CreatePolicyVersion", "iam:CreatePolicyVersion", principal="admin")
 
 # ---------------------------------------------------------------------------------------------
 # spawn launch (controller.launch): what its code calls today; its engineer keeps this current.
 # ---------------------------------------------------------------------------------------------
 declare("launch", "sts", "GetCallerIdentity")  # needs no permission (always allowed by AWS)
+declare("launch", "iam", "GetPolicy", "iam:GetPolicy")  # is spawn's boundary set up here?
 declare("launch", "ssm", "GetParameter", "ssm:GetParameter")
 declare("launch", "iam", "GetPolicy", "iam:GetPolicy")  # linting managed policies / the boundary
 declare("launch", "iam", "GetPolicyVersion", "iam:GetPolicyVersion")

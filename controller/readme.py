@@ -150,6 +150,22 @@ def _cli_policy_additions() -> str:
     return "\n".join(textwrap.wrap(text, width=100, break_on_hyphens=False))
 
 
+def _cli_policy_scoped() -> str:
+    import json
+
+    from controller.iam.cli_policy import scoped_policy
+
+    return "```json\n" + json.dumps(scoped_policy(), indent=2) + "\n```"
+
+
+def _boundary_policy() -> str:
+    import json
+
+    from controller.iam.boundary import boundary_document
+
+    return "```json\n" + json.dumps(boundary_document(), indent=2) + "\n```"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "tags": _tags,
     "reasons": _reasons,
@@ -161,6 +177,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "agent-config": _agent_config,
     "agent-policy": _agent_policy,
     "cli-policy-additions": _cli_policy_additions,
+    "cli-policy-scoped": _cli_policy_scoped,
+    "boundary-policy": _boundary_policy,
 }
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""`spawn iam`: templates, show, agent-policy, lint, cli-policy, roles, cleanup."""
+"""`spawn iam`: templates, show, agent-policy, lint, cli-policy, setup, roles, cleanup."""
 
 from __future__ import annotations
 
@@ -43,10 +43,21 @@ def register(subparsers: Any) -> None:
     kind.add_argument("--full", action="store_const", const="full", dest="kind",
                       help="the broad policy (ec2:*, s3:*, ...) of the reference, plus spawn's needs")
     kind.add_argument("--scoped", action="store_const", const="scoped", dest="kind",
-                      help="PassRole only for spawn's roles to EC2, role/profile writes only under "
-                           "/spawn/")
+                      help="least privilege: roles only with spawn's permissions boundary (run "
+                           "`spawn iam setup` once per account first), EC2 writes only on "
+                           "spawn:managed resources, S3 only spawn's bundle buckets")
     _json_flag(p)
     p.set_defaults(func=cmd_cli_policy, kind="minimal")
+
+    p = sub.add_parser("setup", help="create or update spawn's permissions boundary "
+                                     "(administrator, once per account)",
+                       description="Create the customer managed policy "
+                                   "policy/spawn/spawn-boundary, or bring it up to date. Needs IAM "
+                                   "administrator rights; run once per account before anyone "
+                                   "uses `spawn iam cli-policy --scoped`. Idempotent.")
+    p.add_argument("--dry-run", action="store_true", help="only show what would be done")
+    _json_flag(p)
+    p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("roles", help="roles spawn created and the instances using them")
     p.add_argument("--region", action="append", metavar="REGION",
@@ -136,6 +147,23 @@ def cmd_cli_policy(args: argparse.Namespace, out: Output) -> int:
 
     doc = policy(args.kind)
     out.result(doc, _print_json(doc))
+    return ExitStatus.OK
+
+
+def cmd_setup(args: argparse.Namespace, out: Output) -> int:
+    from controller.iam.setup import setup_boundary
+
+    result = setup_boundary(dry_run=args.dry_run)
+
+    def human(stream: TextIO) -> None:
+        for step in result.steps:
+            stream.write(f"{step}\n")
+        if result.dry_run:
+            stream.write("dry run: nothing was changed\n")
+        else:
+            stream.write(f"spawn's permissions boundary: {result.arn} ({result.state})\n")
+
+    out.result(result.to_dict(), human)
     return ExitStatus.OK
 
 

@@ -13,11 +13,13 @@ from .compose import IamPlan, IamRequest, plan
 from .flags import add_iam_arguments, request_from_args
 from .propagation import is_profile_propagation_error, retry_on_profile_propagation
 from .provision import Provisioned, lint_composed_role, provision, rollback
+from .setup import account_boundary
 
 __all__ = [
     "IamPlan",
     "IamRequest",
     "Provisioned",
+    "account_boundary",
     "add_iam_arguments",
     "agent_policy_document",
     "is_profile_propagation_error",

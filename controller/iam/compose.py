@@ -64,11 +64,19 @@ class IamRequest:
     permissions_boundary: str | None = None
     force: bool = False
     lint_warnings: tuple[str, ...] = ()
+    # spawn's boundary, found in the account (``spawn iam setup`` ran there): attached to every
+    # role spawn creates or updates unless --iam-permissions-boundary names another. Not a
+    # policy flag: it never makes spawn rewrite a role it did not create.
+    account_boundary: str | None = None
 
     @property
     def has_policy_flags(self) -> bool:
         return bool(self.templates or self.custom_document is not None
                     or self.managed_policy_arns or self.permissions_boundary)
+
+    @property
+    def boundary(self) -> str | None:
+        return self.permissions_boundary or self.account_boundary
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,14 @@ def _warnings(request: IamRequest) -> list[str]:
                     and stmt.get("Resource") in ("*", ["*"]):
                 out.append(f"least privilege: {request.policy_file} allows {', '.join(actions)} "
                            "on every resource")
+    if request.custom_document is not None and request.account_boundary \
+            and not request.permissions_boundary:
+        from .boundary import outside_boundary
+
+        capped = outside_boundary(request.custom_document)
+        if capped:
+            out.append(f"{request.policy_file}: {', '.join(capped)} lie outside spawn's "
+                       "permissions boundary (`spawn iam setup`), so the role cannot use them")
     out.extend(request.lint_warnings)
     return out
 
@@ -187,7 +203,7 @@ def plan(request: IamRequest, *, partition: str = "aws") -> IamPlan:
             f"{MAX_INLINE_CHARS} characters per role (whitespace excluded)",
             hint="move permissions into a customer managed policy and pass it with "
                  "--iam-managed-policies")
-    digest = content_hash(inline, managed, request.permissions_boundary)
+    digest = content_hash(inline, managed, request.boundary)
     if request.role_name:
         role = validate_role_name(request.role_name)
         named = True
@@ -198,7 +214,7 @@ def plan(request: IamRequest, *, partition: str = "aws") -> IamPlan:
             TAG_ROLE_KIND: "named" if named else "content"}
     return IamPlan(
         role_name=role, profile_name=role, path=ROLE_PATH, named=named, inline_policies=inline,
-        managed_policy_arns=managed, permissions_boundary=request.permissions_boundary,
+        managed_policy_arns=managed, permissions_boundary=request.boundary,
         trust_policy=TRUST_POLICY, content_hash=digest, tags=tags,
         has_policy_flags=request.has_policy_flags, force=request.force,
         warnings=_warnings(request))

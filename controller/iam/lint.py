@@ -10,6 +10,15 @@ Downgraded to warnings on purpose, each for a stated reason:
 * ``RESOURCE_MISMATCH`` when every mismatched action comes from a wildcard (``s3:*`` on a bucket
   ARN also names access-point actions that simply do not apply); a mismatch for an action the
   policy names literally stays an error.
+* ``RESOURCE_MISMATCH`` when every resource type the statement lacks for an action is named by
+  another Allow statement of the same policy for that action. parliament checks each statement
+  alone, but AWS's own examples split one action across statements so that a condition applies
+  to some of its resources only: RunInstances on ``instance/*`` and ``volume/*`` with
+  ``aws:RequestTag``, and on image, subnet, network interface, security group and key pair
+  without it (EC2 User Guide, "Example policies to control access the Amazon EC2 API", section
+  "Launch instances (RunInstances)",
+  https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ExamplePolicies_EC2.html#iam-example-runinstances).
+  AWS evaluates every statement for every resource of the request, so the split is complete.
 
 No ``UNKNOWN_CONDITION_FOR_ACTION`` is ever downgraded. Instead, ``DOCUMENTED_GLOBAL_KEYS`` lists
 the exact condition keys that AWS documents as *global* (usable with every action) and that
@@ -23,6 +32,7 @@ detail is only a message string (parliament 1.6.4), so nothing is matched on its
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -136,10 +146,38 @@ def _only_wildcard_mismatch(raw: Any, text: str) -> bool:
     return bool(names) and all(f'"{n.lower()}"' not in lowered for n in names)
 
 
+def _covered_by_other_statements(raw: Any, text: str) -> bool:
+    """RESOURCE_MISMATCH whose every missing (action, resource format) another Allow names."""
+    if not isinstance(raw, list) or not raw:
+        return False
+    try:
+        policy = json.loads(text)
+    except ValueError:
+        return False
+    stmts = policy.get("Statement", []) if isinstance(policy, dict) else []
+    stmts = [stmts] if isinstance(stmts, dict) else stmts
+
+    def listed(value: Any) -> list[str]:
+        return [value] if isinstance(value, str) else [str(v) for v in value or []]
+
+    def covered(action: str, required: str) -> bool:
+        return any(stmt.get("Effect") == "Allow"
+                   and any(fnmatch.fnmatchcase(action.lower(), a.lower())
+                           for a in listed(stmt.get("Action")))
+                   and any(r == "*" or fnmatch.fnmatchcase(r, required)
+                           for r in listed(stmt.get("Resource")))
+                   for stmt in stmts if isinstance(stmt, dict))
+
+    return all(isinstance(item, dict) and covered(str(item.get("action", "")),
+                                                  str(item.get("required_format", "")))
+               for item in raw)
+
+
 def _is_error(issue: str, raw: Any = None, text: str = "") -> bool:
     if issue in WARNING_ISSUES:
         return False
-    if issue == "RESOURCE_MISMATCH" and _only_wildcard_mismatch(raw, text):
+    if issue == "RESOURCE_MISMATCH" and (_only_wildcard_mismatch(raw, text)
+                                         or _covered_by_other_statements(raw, text)):
         return False
     group = str(_config().get(issue, {}).get("group", "ERROR"))
     return group in ERROR_GROUPS

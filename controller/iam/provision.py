@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from spored.errors import AwsError, ValidationError, from_aws
+from spored.errors import AwsError, PermissionDenied, ValidationError, from_aws
 
 from . import document as doclib
 from .agent_policy import AGENT_ACTIONS, agent_policy_document
@@ -129,7 +129,12 @@ class _Provisioner:
             if _code(exc) == "EntityAlreadyExists":
                 return False  # a concurrent launch created it: same content, same role
             if _is_client_error(exc):
-                raise from_aws(exc, action=f"creating role {p.role_name}") from exc
+                error = from_aws(exc, action=f"creating role {p.role_name}")
+                if not p.permissions_boundary and isinstance(error, PermissionDenied):
+                    error.hint = ("with the scoped CLI policy, roles can only be created with "
+                                  "spawn's permissions boundary: an administrator runs "
+                                  "`spawn iam setup` once in this account")
+                raise error from exc
             raise
         self.record(Created("role", p.role_name, f"path {p.path}", reusable=not p.named))
         return True
@@ -152,8 +157,21 @@ class _Provisioner:
                 docs.append(_decode_policy(got["PolicyVersion"]["Document"]))
         return docs
 
+    def ensure_boundary(self, existing_role: dict[str, Any] | None) -> None:
+        """Set the plan's boundary on an existing role, first: with the scoped CLI policy every
+        later write on the role is allowed only once it carries spawn's boundary."""
+        p = self.plan
+        if not p.permissions_boundary or existing_role is None:
+            return
+        current = (existing_role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
+        if current != p.permissions_boundary:
+            self.call(f"setting the permissions boundary of role {p.role_name}",
+                      self.iam.put_role_permissions_boundary, RoleName=p.role_name,
+                      PermissionsBoundary=p.permissions_boundary)
+
     def put_policies(self, existing_role: dict[str, Any] | None) -> None:
         p = self.plan
+        self.ensure_boundary(existing_role)
         for name, doc in p.inline_policies.items():
             self.call(f"putting inline policy {name} on role {p.role_name}",
                       self.iam.put_role_policy, RoleName=p.role_name, PolicyName=name,
@@ -167,13 +185,6 @@ class _Provisioner:
         for arn in p.managed_policy_arns:
             self.call(f"attaching {arn} to role {p.role_name}", self.iam.attach_role_policy,
                       RoleName=p.role_name, PolicyArn=arn)
-        if p.permissions_boundary and existing_role is not None:
-            current_boundary = (existing_role.get("PermissionsBoundary") or {}).get(
-                "PermissionsBoundaryArn")
-            if current_boundary != p.permissions_boundary:
-                self.call(f"setting the permissions boundary of role {p.role_name}",
-                          self.iam.put_role_permissions_boundary, RoleName=p.role_name,
-                          PermissionsBoundary=p.permissions_boundary)
 
     def check_foreign_role(self) -> None:
         """A pre-existing role used as-is: it must grant the agent's actions, in policies that lint
@@ -284,6 +295,7 @@ class _Provisioner:
             self.put_policies(None if created_now else role)
         elif _spawn_created(role):
             # spawn made this named role: keep the agent's policy on it, whatever happened since.
+            self.ensure_boundary(role)
             self.call(f"putting inline policy {POLICY_AGENT} on role {p.role_name}",
                       self.iam.put_role_policy, RoleName=p.role_name, PolicyName=POLICY_AGENT,
                       PolicyDocument=json.dumps(p.inline_policies[POLICY_AGENT]))

@@ -93,7 +93,8 @@ def _tag_safe(value: str) -> str:
 def gather(args: argparse.Namespace, lf: LaunchFlags, update: Callable[[str, str], None]) -> Gathered:
     """Everything the plan needs, by reads only. Bad input raises ValidationError here."""
     iam = _iam()
-    iam_plan = iam.plan(iam.request_from_args(args))
+    request = iam.request_from_args(args)
+    iam_plan = iam.plan(request)
     region = lf.region or aws.default_region()
     update("validate", "linting the instance role")
     iam_plan.warnings.extend(iam.lint_composed_role(iam_plan, region=region))
@@ -107,6 +108,12 @@ def gather(args: argparse.Namespace, lf: LaunchFlags, update: Callable[[str, str
         ident = aws.client("sts", region).get_caller_identity()
     except Exception as exc:
         raise from_aws(exc, action="reading the caller identity") from exc
+    if request.permissions_boundary is None:
+        # `spawn iam setup` ran in this account: every role spawn creates carries its boundary.
+        found = iam.account_boundary(aws.client("iam", region), str(ident["Account"]),
+                                     partition=str(ident["Arn"]).split(":")[1] or "aws")
+        if found:
+            iam_plan = iam.plan(dataclasses.replace(request, account_boundary=found))
     vpc_id, subnet_id = netsec.resolve_vpc(ec2, lf.subnet)
     if lf.security_groups:
         netsec.require_groups(ec2, lf.security_groups)
