@@ -113,7 +113,7 @@ def documented(action: str, resource_type: str | None) -> list[str]:
     keys = list(GLOBAL_KEYS)
     for rt in entry["resource_types"]:
         kind = rt["resource_type"].rstrip("*")
-        if kind == "" or kind == resource_type:
+        if kind in ("", resource_type):
             keys += rt["condition_keys"]
     if resource_type:
         assert any(rt["resource_type"].rstrip("*") == resource_type
