@@ -91,7 +91,7 @@ BUCKET = f"arn:aws:s3:::spawn-agent-{ACCOUNT}-us-east-1"
 MANAGED = {"ec2:ResourceTag/spawn:managed": "true", "aws:ResourceTag/spawn:managed": "true"}
 LAUNCH_TAGS = {"spawn:managed": "true", "Name": "train-1", "spawn:ttl": "2h",
                "spawn:expires-at": "2026-11-30T12:00:00Z"}
-GLOBAL_KEYS = ("aws:PrincipalArn", "aws:PrincipalAccount", "aws:RequestedRegion")
+GLOBAL_KEYS = ("aws:PrincipalArn", "aws:PrincipalAccount", "aws:RequestedRegion", "aws:username")
 
 
 def _sar() -> dict[str, Any]:
@@ -132,7 +132,7 @@ def _covers(documented_key: str, key: str) -> bool:
 
 def _req(action: str, resource_type: str | None, context: dict[str, Any]) -> dict[str, Any]:
     ctx: dict[str, Any] = {"aws:PrincipalArn": USER, "aws:PrincipalAccount": ACCOUNT,
-                           "aws:RequestedRegion": "us-east-1", **context}
+                           "aws:RequestedRegion": "us-east-1", "aws:username": "alice", **context}
     keys = documented(action, resource_type)
     for key in ctx:
         assert any(_covers(d, key) for d in keys), \
@@ -218,6 +218,7 @@ ALLOWED: list[tuple[str, str, str | None, str, dict[str, Any]]] = [
     ("the AL2023 AMI parameter", "ssm:GetParameter", "parameter",
      "arn:aws:ssm:us-east-1::parameter/aws/service/ami-amazon-linux-latest/"
      "al2023-ami-kernel-default-x86_64", {}),
+    ("doctor simulates its own user's policies", "iam:SimulatePrincipalPolicy", "user", USER, {}),
 ]
 
 DENIED: list[tuple[str, str, str | None, str, dict[str, Any]]] = [
@@ -278,6 +279,8 @@ DENIED: list[tuple[str, str, str | None, str, dict[str, Any]]] = [
      {"iam:PassedToService": "ec2.amazonaws.com"}),
     ("pass a spawn role to Lambda", "iam:PassRole", "role", SPAWN_ROLE,
      {"iam:PassedToService": "lambda.amazonaws.com"}),
+    ("simulate another user's policies", "iam:SimulatePrincipalPolicy", "user",
+     f"arn:aws:iam::{ACCOUNT}:user/bob", {}),
 ]
 
 
@@ -338,6 +341,7 @@ def test_an_administrator_role_under_the_boundary_cannot(action: str, resource_t
                                                          resource: str,
                                                          context: dict[str, Any]) -> None:
     ctx = {**_req(action, resource_type, context), **ROLE_CALLER}
+    del ctx["aws:username"]  # a role session has no user name
     decision = evaluate([EVERYTHING], action, resource, ctx, boundary=[boundary_document()])
     assert decision.effect is not Effect.ALLOW, decision
     assert evaluate([EVERYTHING], action, resource, ctx).effect is Effect.ALLOW  # without it
@@ -345,6 +349,7 @@ def test_an_administrator_role_under_the_boundary_cannot(action: str, resource_t
 
 def test_the_templates_work_under_the_boundary() -> None:
     ctx = {**_req("s3:GetObject", "object", {}), **ROLE_CALLER}
+    del ctx["aws:username"]
     decision = evaluate([EVERYTHING], "s3:GetObject", "arn:aws:s3:::data/x", ctx,
                         boundary=[boundary_document()])
     assert decision.effect is Effect.ALLOW
