@@ -273,6 +273,8 @@ _SCOPE: dict[str, tuple[str, ...]] = {
     "s3:PutObjectTagging": ("SpawnBundleObjects",),
     "s3:GetObject": ("SpawnBundleObjects",),
     "s3:DeleteObject": ("SpawnBundleObjects",),
+    # Finds a fallback bundle bucket again; ListAllMyBuckets has no resource type, so "*".
+    "s3:ListAllMyBuckets": (READS,),
     "ssm:GetParameter": ("SpawnPublicParameters",),
     "iam:SimulatePrincipalPolicy": ("SimulateOwnPolicies",),
 }

@@ -29,6 +29,15 @@ def test_every_declared_action_has_its_statement() -> None:
     assert unplaced == []
 
 
+def test_listing_the_accounts_buckets_is_a_read_when_declared() -> None:
+    permissions.declare("test", "s3", "ListBuckets", "s3:ListAllMyBuckets")
+    try:
+        reads = next(s for s in statements(scoped_policy()) if s["Sid"] == "SpawnReads")
+        assert "s3:ListAllMyBuckets" in reads["Action"] and reads["Resource"] == "*"
+    finally:
+        permissions.REGISTRY.pop()
+
+
 def test_an_action_nobody_placed_still_works_but_is_visible() -> None:
     permissions.declare("test", "ec2", "ModifyInstanceAttribute", "ec2:ModifyInstanceAttribute")
     try:
@@ -249,6 +258,7 @@ DENIED: list[tuple[str, str, str | None, str, dict[str, Any]]] = [
      "arn:aws:s3:::payroll/2026/salaries.csv", {}),
     ("S3 PutObject elsewhere", "s3:PutObject", "object", "arn:aws:s3:::website/index.html", {}),
     ("create any bucket", "s3:CreateBucket", "bucket", "arn:aws:s3:::anything", {}),
+    ("list the objects of another bucket", "s3:ListBucket", "bucket", "arn:aws:s3:::payroll", {}),
     ("a SecureString parameter outside /aws/service", "ssm:GetParameter", "parameter",
      f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/prod/db-password", {}),
     ("terminate an unmanaged instance", "ec2:TerminateInstances", "instance", INSTANCE, {}),
