@@ -153,6 +153,10 @@ def test_setup_creates_then_leaves_alone_then_updates(capsys: pytest.CaptureFixt
     assert code == 0, err
     assert "(updated)" in updated
     assert _default_document(arn) == boundary_document() and len(_policy_versions(arn)) == 3
+    # Every call setup made is declared for the administrator (docs/iam.md lists the actions).
+    admin = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": permissions.required_actions("admin"), "Resource": "*"}]}
+    assert permissions.check_calls(recorded, admin, principal="admin") == []
 
 
 @pytest.mark.usefixtures("aws")

@@ -42,3 +42,10 @@ def test_agent_policy_section_carries_before_after_and_evidence() -> None:
             assert url in section
     assert "aws-managed-policy/latest/reference/AWSEC2VssSnapshotPolicy.html" in section
     assert "moto ignores IAM conditions" in section
+
+
+def test_the_administrators_rights_for_setup_are_documented() -> None:
+    from controller import permissions
+
+    for action in permissions.required_actions("admin"):
+        assert f"`{action}`" in TEXT, action
