@@ -40,7 +40,7 @@ def session(profile: str | None = None) -> boto3.session.Session:
 
 
 def default_region() -> str:
-    region = session().region_name or os.environ.get("AWS_DEFAULT_REGION")
+    region = session().region_name or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
         raise CredentialsError("no AWS region configured",
                                hint="pass --region or set AWS_REGION / AWS_DEFAULT_REGION")

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "controller.commands.lifecycle",
     "controller.commands.iam",
     "controller.commands.sandbox",
+    "controller.commands.selftest",
 )
 
 

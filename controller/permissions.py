@@ -210,6 +210,14 @@ declare("lifecycle", "ec2", "GetConsoleOutput", "ec2:GetConsoleOutput")
 declare("lifecycle", "ec2", "DescribeImages", "ec2:DescribeImages")
 
 # ---------------------------------------------------------------------------------------------
+# spawn selftest (controller.selftest): launch's and the lifecycle's calls, plus its own
+# ---------------------------------------------------------------------------------------------
+declare("selftest", "ec2", "RunInstances", "ec2:RunInstances", "ec2:CreateTags")  # the agent-less peer
+declare("selftest", "ec2", "DescribeInstances", "ec2:DescribeInstances")
+declare("selftest", "ec2", "GetConsoleOutput", "ec2:GetConsoleOutput")
+declare("selftest", "ec2", "TerminateInstances", "ec2:TerminateInstances")
+
+# ---------------------------------------------------------------------------------------------
 # spored (the agent, on the instance): exactly spored.ec2.PERMISSIONS, granted by
 # controller.iam.agent_policy (tests/unit/test_iam_permissions.py holds the three equal)
 # ---------------------------------------------------------------------------------------------

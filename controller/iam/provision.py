@@ -337,14 +337,15 @@ def delete_role_completely(iam: Any, role_name: str) -> list[str]:
     return done
 
 
-def rollback(provisioned: Provisioned) -> list[str]:
-    """Undo what ``provision`` created, except content-addressed roles/profiles (reusable)."""
+def rollback(provisioned: Provisioned, *, reusable_too: bool = False) -> list[str]:
+    """Undo what ``provision`` created, except content-addressed roles/profiles (reusable by
+    equal launches) unless ``reusable_too`` (a run that must leave nothing behind)."""
     from controller.aws import client
 
     iam = client("iam", provisioned.region)
     report: list[str] = []
     for item in reversed(provisioned.resources):
-        if item.reusable:
+        if item.reusable and not reusable_too:
             report.append(f"kept {item.describe()}: content-addressed, reusable by equal launches")
             continue
         try:

@@ -40,18 +40,21 @@ class Ledger:
 
     created: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
-    _undo: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
+    _undo: list[tuple[str, str, Callable[[], Any]]] = field(default_factory=list)
 
-    def add(self, what: str, undo: Callable[[], Any]) -> None:
+    def add(self, what: str, undo: Callable[[], Any], *, kind: str = "") -> None:
         self.created.append(what)
-        self._undo.append((what, undo))
+        self._undo.append((what, kind, undo))
 
-    def rollback(self) -> tuple[list[str], list[str]]:
-        """Undo newest first; never raises. Returns (removed, failed)."""
+    def rollback(self, *, keep: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+        """Undo newest first, except the kinds in ``keep``; never raises. Returns (removed, failed)."""
         removed: list[str] = []
         failed: list[str] = []
         while self._undo:
-            what, undo = self._undo.pop()
+            what, kind, undo = self._undo.pop()
+            if kind in keep:
+                self.kept.append(what)
+                continue
             try:
                 extra = undo()
             except Exception as exc:
@@ -260,12 +263,17 @@ def _terminate_and_wait(ec2: Any, ids: list[str]) -> None:
     ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig=TERMINATED_WAIT)
 
 
-def execute(g: Gathered, out: Output, update: Callable[[str, str], None]) -> dict[str, Any]:
+def execute(g: Gathered, out: Output, update: Callable[[str, str], None], *,
+            ledger: Ledger | None = None, disposable: bool = False) -> dict[str, Any]:
+    """Create everything and launch. With ``ledger`` given, the caller owns the undo steps: a
+    failure leaves them in it for the caller's own cleanup instead of rolling back here.
+    ``disposable``: undoing also removes a content-addressed role and profile this run created."""
     lf = g.flags
     iam = _iam()
     ec2 = aws.client("ec2", g.region)
     s3 = aws.client("s3", g.region, signature_version="s3v4")
-    ledger = Ledger()
+    owner = ledger is None
+    ledger = Ledger() if ledger is None else ledger
     started = time.monotonic()
     assert g.source is not None  # noqa: S101 - gather() resolved it
     source = g.source
@@ -284,7 +292,8 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None]) -> dic
         update("IAM", "provisioning")
         provisioned = iam.provision(g.iam_plan, region=g.region)
         if provisioned.created:
-            ledger.add(f"IAM {', '.join(provisioned.created)}", lambda: iam.rollback(provisioned))
+            ledger.add(f"IAM {', '.join(provisioned.created)}",
+                       lambda: iam.rollback(provisioned, reusable_too=disposable), kind="iam")
             update("IAM", f"done: created {', '.join(provisioned.created)}")
         else:
             ledger.kept.append(f"IAM role {provisioned.role_name} (existing, reusable)")
@@ -324,7 +333,7 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None]) -> dic
                               "shows what it launched")
             raise error from exc
         ids = [str(i["InstanceId"]) for i in resp["Instances"]]
-        ledger.add(f"instances {', '.join(ids)}", lambda: _terminate_and_wait(ec2, ids))
+        ledger.add(f"instances {', '.join(ids)}", lambda: _terminate_and_wait(ec2, ids), kind="instance")
         update("launch", f"done: {', '.join(ids)}")
 
         update("running", "waiting (instance_running waiter)")
@@ -334,8 +343,9 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None]) -> dic
             raise from_aws(exc, action="waiting for the instances to run") from exc
         update("running", "done")
     except BaseException as exc:
-        removed, failed = ledger.rollback()
-        _report_rollback(out, removed, failed, ledger.kept, exc)
+        if owner:
+            removed, failed = ledger.rollback()
+            _report_rollback(out, removed, failed, ledger.kept, exc)
         raise
 
     agent = "not waited for (--no-wait)"

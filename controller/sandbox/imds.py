@@ -447,6 +447,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     emulator: ImdsEmulator
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (an agent stopped mid-request) is not an error of the emulator;
+        anything else is printed as socketserver does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
