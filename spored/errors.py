@@ -16,6 +16,7 @@ class ExitStatus(enum.IntEnum):
     CREDENTIALS = 3
     AWS = 4
     PREFLIGHT = 5
+    SELFTEST = 6
     INTERRUPTED = 130
 
 
@@ -27,6 +28,8 @@ EXIT_DESCRIPTIONS: dict[ExitStatus, str] = {
     ExitStatus.AWS: "AWS API error",
     ExitStatus.PREFLIGHT: "`spawn doctor`: a check that would block a launch failed (each FAIL line "
                           "says how to fix it)",
+    ExitStatus.SELFTEST: "`spawn selftest`: a stage failed (its fix is printed); everything the run "
+                         "created was removed",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

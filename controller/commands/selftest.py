@@ -25,8 +25,8 @@ examples:
   spawn selftest                        t4g.nano in your default region, ~5 minutes
   spawn selftest --region eu-west-1 --instance-type t3.nano --json
 
-exit codes: 0 every stage passed; 4 a stage failed (its fix is printed); 2 bad flags;
-130 interrupted (after cleaning up).
+exit codes: 0 every stage passed; 6 a stage failed (its fix is printed); 2 bad input
+(nothing created); 130 interrupted (after cleaning up).
 """
 
 

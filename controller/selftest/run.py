@@ -96,7 +96,7 @@ def transition_time(reason: str) -> datetime | None:
 
 class SelftestFailed(SpawnError):
     code = "selftest-failed"
-    exit_status = ExitStatus.AWS
+    exit_status = ExitStatus.SELFTEST
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def test_keep_role_keeps_only_the_role_and_profile(aws: MotoServer, home: Path,
     # Stop at the permission stage: --keep-role is about cleanup, not the lifecycle.
     monkeypatch.setattr(proof, "PROGRAM", DENIED_ON_ITSELF)
     code, report = _in_process(capsys, *FAST, "--keep-role")
-    assert code == 4
+    assert code == 6
     left = leftovers()
     assert set(left) == {"roles", "profiles"}, left
     assert any("IAM" in item for item in report["cleanup"]["kept"])
@@ -136,7 +136,7 @@ def test_run_instances_failing_fails_running_and_removes_the_peer_and_the_role(
         code, report = _in_process(capsys, *FAST)
     finally:
         controller_aws.CALL_HOOKS.remove(capacity)
-    assert code == 4
+    assert code == 6
     running = report["stages"][1]
     assert running["verdict"] == "failed" and "InsufficientInstanceCapacity" in running["detail"]
     assert running["fix"].startswith("check the region's EC2 quotas")
@@ -151,7 +151,7 @@ def test_an_agent_that_never_comes_up_fails_the_agent_stage(
 
     monkeypatch.setattr(selftest_run.Run, "start_local", lambda *_a, **_k: None)
     code, report = _in_process(capsys, "--local-agent", "--ttl", "15s", "--json")
-    assert code == 4
+    assert code == 6
     verdicts = _verdicts(report)
     assert verdicts["agent"] == "failed" and verdicts["permissions"] == "not-reached"
     assert "spawn:agent-status" in report["stages"][3]["detail"]
@@ -165,7 +165,7 @@ def test_a_role_refused_on_its_own_instance_fails_the_permission_stage(
 
     monkeypatch.setattr(proof, "PROGRAM", DENIED_ON_ITSELF)
     code, report = _in_process(capsys, *FAST)
-    assert code == 4
+    assert code == 6
     stage = report["stages"][4]
     assert stage["verdict"] == "failed" and "UnauthorizedOperation" in stage["detail"]
     assert "spawn iam agent-policy" in stage["fix"]
@@ -179,7 +179,7 @@ def test_no_warning_fails_the_warning_stage(aws: MotoServer, home: Path,
 
     monkeypatch.setattr(sandbox_agent, "SANDBOX_WARNINGS", ())  # the real agent, told to give none
     code, report = _in_process(capsys, *FAST)
-    assert code == 4
+    assert code == 6
     verdicts = _verdicts(report)
     assert verdicts["status"] == "passed" and verdicts["warning"] == "failed"
     assert leftovers() == {}
@@ -226,7 +226,7 @@ def test_an_agent_that_dies_after_warning_fails_agent_ends(
     code, report = _in_process(capsys, *FAST)
     watcher.join(timeout=5)
     assert killed, "the agent was never seen warning"
-    assert code == 4
+    assert code == 6
     verdicts = _verdicts(report)
     assert verdicts["warning"] == "passed" and verdicts["agent-ends"] == "failed"
     assert "after the deadline" in report["stages"][7]["detail"]
@@ -248,7 +248,7 @@ def test_an_instance_stuck_shutting_down_fails_terminated(
 
     monkeypatch.setattr(selftest_run.Instance, "describe", stuck)
     code, report = _in_process(capsys, *FAST)
-    assert code == 4
+    assert code == 6
     verdicts = _verdicts(report)
     assert verdicts["agent-ends"] == "passed" and verdicts["terminated"] == "failed"
     assert leftovers() == {}
@@ -264,7 +264,7 @@ def test_the_run_ends_everything_at_its_time_bound(
     monkeypatch.setattr(selftest_run, "MAX_RUN", timedelta(seconds=12))
     monkeypatch.setattr(selftest_run.Run, "start_local", lambda *_a, **_k: None)  # nothing will end it
     code, report = _in_process(capsys, "--local-agent", "--ttl", "5m", "--json")
-    assert code == 4
+    assert code == 6
     assert "bound" in (report["error"] or "")
     assert leftovers() == {}
 
