@@ -289,3 +289,24 @@ def test_without_setup_a_refused_create_role_says_what_to_do(
     with pytest.raises(PermissionDenied) as err:
         provision(plan(IamRequest()))
     assert "spawn iam setup" in (err.value.hint or "")
+
+
+@pytest.mark.usefixtures("aws", "home")
+def test_dry_run_shows_the_boundary_and_keeps_the_lint_warnings(
+        capsys: pytest.CaptureFixture[str], bundle: Path) -> None:
+    argv = ("launch", "-t", "t3.micro", "--ttl", "1h", "--iam-policy", "s3:ReadOnly",
+            "--ssh-from", "203.0.113.7/32",
+            "--agent-bundle", str(bundle), "--dry-run", "--json", "--region", REGION)
+    code, before, err = spawn(capsys, *argv)
+    assert code == 0, err
+    assert before["iam"]["permissions_boundary"] is None  # no setup yet: no boundary
+    # parliament's findings on the composed role (not recomputed when the plan is redone)
+    lint_warnings = [w for w in before["iam"]["warnings"] if w.startswith("spawn-templates:")]
+    assert lint_warnings
+    assert main(["iam", "setup", "--json"]) == 0
+    capsys.readouterr()
+    code, after, err = spawn(capsys, *argv)
+    assert code == 0, err
+    assert after["iam"]["permissions_boundary"] == boundary_arn(ACCOUNT)
+    assert after["iam"]["role_name"] != before["iam"]["role_name"]
+    assert set(lint_warnings) <= set(after["iam"]["warnings"])
