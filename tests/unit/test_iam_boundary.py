@@ -87,3 +87,27 @@ def test_a_policy_file_beyond_the_boundary_is_warned_about() -> None:
     assert any("rds:DescribeDBInstances" in w and "boundary" in w for w in warned)
     assert not any("boundary" in w for w in plan(IamRequest(custom_document=custom,
                                                             policy_file="job.json")).warnings)
+
+
+# ---- lint: one action split across statements, as AWS's RunInstances examples do ----
+
+def _run_instances(*resource_sets: list[str]) -> dict[str, object]:
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": resources}
+        for resources in resource_sets]}
+
+
+def test_a_split_that_names_every_required_resource_type_is_a_warning() -> None:
+    report = lint_document(_run_instances(
+        ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*"],
+        ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:subnet/*",
+         "arn:aws:ec2:*:*:network-interface/*", "arn:aws:ec2:*:*:security-group/*"]))
+    assert report.errors == []
+    assert {f.issue for f in report.warnings} == {"RESOURCE_MISMATCH"}
+
+
+def test_a_required_resource_type_no_statement_names_stays_an_error() -> None:
+    report = lint_document(_run_instances(
+        ["arn:aws:ec2:*:*:instance/*"],
+        ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:subnet/*"]))  # no interface, no group
+    assert [f.issue for f in report.errors] == ["RESOURCE_MISMATCH", "RESOURCE_MISMATCH"]
