@@ -189,6 +189,7 @@ declare("doctor", "ec2", "DescribeKeyPairs", "ec2:DescribeKeyPairs")
 declare("doctor", "ec2", "DescribeSecurityGroups", "ec2:DescribeSecurityGroups")
 declare("doctor", "ssm", "GetParameter", "ssm:GetParameter")
 declare("doctor", "iam", "GetRole", "iam:GetRole")
+declare("doctor", "iam", "GetPolicy", "iam:GetPolicy")  # spawn's boundary, when it exists
 declare("doctor", "iam", "SimulatePrincipalPolicy", "iam:SimulatePrincipalPolicy")
 declare("doctor", "ec2", "RunInstances", "ec2:RunInstances", "ec2:CreateTags")
 declare("doctor", "ec2", "CreateSecurityGroup", "ec2:CreateSecurityGroup", "ec2:CreateTags")

@@ -33,7 +33,7 @@ DRYRUN_ALLOWED = "DryRunOperation"
 DRYRUN_DENIED = frozenset({"UnauthorizedOperation", "AccessDenied"})
 
 # The context a launch's requests carry, for policies that condition on it.
-SIMULATION_CONTEXT: tuple[dict[str, Any], ...] = (
+_LAUNCH_CONTEXT: tuple[dict[str, Any], ...] = (
     {"ContextKeyName": "iam:PassedToService", "ContextKeyValues": ["ec2.amazonaws.com"],
      "ContextKeyType": "string"},
     {"ContextKeyName": "aws:RequestTag/spawn:managed", "ContextKeyValues": ["true"],
@@ -44,6 +44,21 @@ SIMULATION_CONTEXT: tuple[dict[str, Any], ...] = (
     {"ContextKeyName": "aws:ResourceTag/spawn:managed", "ContextKeyValues": ["true"],
      "ContextKeyType": "string"},
 )
+
+
+def simulation_context(account: str, boundary_arn: str | None) -> list[dict[str, Any]]:
+    """The context entries to simulate with: what every launch request carries, the caller's
+    account (``aws:PrincipalAccount``, a global key that policies use as a variable), and
+    ``boundary_arn``: the permissions boundary a launch attaches to the roles it creates (spawn's,
+    when `spawn iam setup` has made it), which a scoped policy requires as ``iam:PermissionsBoundary``."""
+    entries = [*_LAUNCH_CONTEXT, {"ContextKeyName": "aws:PrincipalAccount", "ContextKeyValues": [account],
+                                  "ContextKeyType": "string"}]
+    if boundary_arn:
+        entries.append({"ContextKeyName": "iam:PermissionsBoundary", "ContextKeyValues": [boundary_arn],
+                        "ContextKeyType": "string"})
+    return entries
+
+
 # EC2 actions on one existing resource, by the resource type AWS authorizes them on (Service
 # Authorization Reference, Amazon EC2). RunInstances, CreateSecurityGroup and ImportKeyPair touch
 # several resource types at once: their DryRun is the evidence, not a simulation on one ARN.
@@ -101,6 +116,9 @@ def resource_for(action: str, *, partition: str, account: str, region: str, buck
             return f"arn:{partition}:iam::{account}:instance-profile/spawn/spawn-doctor"
         if "Role" in name:
             return f"arn:{partition}:iam::{account}:role/spawn/spawn-doctor"
+        if name.startswith(("GetPolicy", "ListPolicyVersions")):
+            # the managed policies a launch reads: spawn's boundary, or one given to attach
+            return f"arn:{partition}:iam::{account}:policy/spawn/spawn-boundary"
         return "*"
     if service == "s3":
         if action in _BUCKET_ACTIONS:

@@ -304,6 +304,13 @@ def simulate(ctx: Context, iam: Any = None) -> str | None:
         except Exception as exc:
             return f"iam:GetRole on {principal.role_name}: {_message(exc)}"
     partition = access.partition_of(ctx.caller_arn)
+    from controller.iam.setup import account_boundary
+
+    try:
+        boundary = account_boundary(iam, ctx.account, partition=partition)
+    except SpawnError:
+        boundary = None
+    context = access.simulation_context(ctx.account, boundary)
     groups = access.simulation_groups(
         permissions.launch_actions(), partition=partition, account=ctx.account, region=ctx.region,
         bucket=agent_source.bucket_name(ctx.account, ctx.region),
@@ -312,7 +319,7 @@ def simulate(ctx: Context, iam: Any = None) -> str | None:
         try:
             pages = iam.get_paginator("simulate_principal_policy").paginate(
                 PolicySourceArn=source, ActionNames=actions, ResourceArns=[resource],
-                ContextEntries=list(access.SIMULATION_CONTEXT))
+                ContextEntries=context)
             for page in pages:
                 access.read_simulation(page.get("EvaluationResults", []), ctx.verdicts)
         except Exception as exc:

@@ -106,21 +106,25 @@ class LocalSimulator:
             {"EvaluationResults": results, "IsTruncated": False}
 
 
+    def install(self) -> None:
+        """Answer on the controller's current session (a new one after credentials change)."""
+        events = controller_aws.session().events
+        events.register("provide-client-params.iam.SimulatePrincipalPolicy", self.remember)
+        answer: Any = self.answer  # a before-call handler that answers instead of the endpoint
+        events.register("before-call.iam.SimulatePrincipalPolicy", answer)
+
+
 @pytest.fixture
 def simulator(cloud: MotoServer) -> Iterator[LocalSimulator]:
     controller_aws.session.cache_clear()
     local = LocalSimulator()
-    events = controller_aws.session().events
-    events.register("provide-client-params.iam.SimulatePrincipalPolicy", local.remember)
-    answer: Any = local.answer  # a before-call handler that answers instead of the endpoint
-    events.register("before-call.iam.SimulatePrincipalPolicy", answer)
+    local.install()
     yield local
-    events.unregister("provide-client-params.iam.SimulatePrincipalPolicy", local.remember)
-    events.unregister("before-call.iam.SimulatePrincipalPolicy", answer)
-    controller_aws.session.cache_clear()
+    controller_aws.session.cache_clear()  # the session with the handlers goes away
 
 
-def _as_user(monkeypatch: pytest.MonkeyPatch, name: str, document: dict[str, Any]) -> None:
+def _as_user(monkeypatch: pytest.MonkeyPatch, name: str, document: dict[str, Any],
+             simulator: LocalSimulator) -> None:
     iam = boto3.client("iam")
     iam.create_user(UserName=name)
     arn = iam.create_policy(PolicyName=f"{name}-p", PolicyDocument=json.dumps(document))["Policy"]["Arn"]
@@ -129,6 +133,8 @@ def _as_user(monkeypatch: pytest.MonkeyPatch, name: str, document: dict[str, Any
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    controller_aws.session.cache_clear()
+    simulator.install()
 
 
 def _permissions(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
@@ -140,7 +146,7 @@ def _permissions(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any
 @pytest.mark.usefixtures("home")
 def test_minimal_policy_simulates_as_allowed(simulator: LocalSimulator, capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    _as_user(monkeypatch, "sim-minimal", policy("minimal"))
+    _as_user(monkeypatch, "sim-minimal", policy("minimal"), simulator)
     code, perms = _permissions(capsys)
     assert (code, perms["status"]) == (ExitStatus.OK, "ok"), perms
     assert perms["detail"].startswith("all ") and perms["detail"].endswith(
@@ -158,7 +164,7 @@ def test_a_missing_iam_action_fails_by_simulation(simulator: LocalSimulator,
     for stmt in document["Statement"]:
         stmt["Action"] = [a for a in stmt["Action"] if a != "iam:PassRole"]
     document["Statement"].append({"Effect": "Deny", "Action": "s3:PutObject", "Resource": "*"})
-    _as_user(monkeypatch, "sim-no-pass", document)
+    _as_user(monkeypatch, "sim-no-pass", document, simulator)
     code, perms = _permissions(capsys)
     assert (code, perms["status"]) == (ExitStatus.PREFLIGHT, "fail")
     assert perms["detail"] == ("denied: iam:PassRole (policy simulator: implicitDeny); "
@@ -171,10 +177,27 @@ def test_the_scoped_policy_is_never_reported_as_failing(simulator: LocalSimulato
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # A launch works with the scoped policy: doctor may be unable to prove every conditional
     # action, but must not call one denied.
-    _as_user(monkeypatch, "sim-scoped", policy("scoped"))
+    _as_user(monkeypatch, "sim-scoped", policy("scoped"), simulator)
     code, perms = _permissions(capsys)
     assert perms["status"] in {"ok", "could-not-check"}, perms
     assert code == ExitStatus.OK
+    # Without spawn's boundary the scoped policy cannot create a role: not proven either way.
+    assert "iam:CreateRole" in perms["detail"]
+
+
+@pytest.mark.usefixtures("home")
+def test_the_scoped_policy_with_its_boundary_simulates_as_allowed(
+        simulator: LocalSimulator, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["iam", "setup", "--json"]) == ExitStatus.OK  # the administrator's one-time step
+    capsys.readouterr()
+    _as_user(monkeypatch, "sim-scoped-boundary", policy("scoped"), simulator)
+    code, perms = _permissions(capsys)
+    assert (code, perms["status"]) == (ExitStatus.OK, "ok"), perms
+    creating = next(p for p in simulator.asked if "iam:CreateRole" in p["ActionNames"])
+    assert {"ContextKeyName": "iam:PermissionsBoundary", "ContextKeyType": "string",
+            "ContextKeyValues": ["arn:aws:iam::123456789012:policy/spawn/spawn-boundary"]} \
+        in creating["ContextEntries"]
 
 
 @pytest.mark.usefixtures("home")
@@ -194,6 +217,8 @@ def test_a_role_session_is_simulated_through_its_role(simulator: LocalSimulator,
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds["SecretAccessKey"])
     monkeypatch.setenv("AWS_SESSION_TOKEN", creds["SessionToken"])
+    controller_aws.session.cache_clear()
+    simulator.install()
     code, perms = _permissions(capsys)
     assert (code, perms["status"]) == (ExitStatus.OK, "ok"), perms
     assert {p["PolicySourceArn"] for p in simulator.asked} == {"arn:aws:iam::123456789012:role/team/deployer"}

@@ -82,7 +82,8 @@ def test_simulated_resources_are_the_ones_a_launch_touches() -> None:
         "arn:aws:iam::123456789012:role/spawn/spawn-doctor":
             ["iam:CreateRole", "iam:ListInstanceProfilesForRole", "iam:PassRole"],
         "arn:aws:iam::123456789012:instance-profile/spawn/spawn-doctor": ["iam:CreateInstanceProfile"],
-        "*": ["ec2:RunInstances", "iam:GetPolicy"],
+        "*": ["ec2:RunInstances"],
+        "arn:aws:iam::123456789012:policy/spawn/spawn-boundary": ["iam:GetPolicy"],
         "arn:aws:s3:::spawn-agent-123456789012-eu-west-1": ["s3:CreateBucket"],
         "arn:aws:s3:::spawn-agent-123456789012-eu-west-1/spored-bundle/doctor": ["s3:PutObject"],
         "arn:aws:ssm:eu-west-1::parameter/aws/service/x": ["ssm:GetParameter"],
