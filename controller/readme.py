@@ -1,5 +1,5 @@
-"""Blocks in README.md and docs/iam.md that come from code: tags, reasons, exit codes, templates,
-commands, events and the CLI policy additions.
+"""Blocks in the documentation that come from code: tags, reasons, exit codes, templates,
+commands, events and the CLI policy additions (README.md and the files of docs/ in ``DOCUMENTS``).
 Each table sits between ``<!-- BEGIN generated:NAME -->`` and ``<!-- END generated:NAME -->``.
 ``python -m controller.readme`` rewrites them; tests fail when a document drifts from the code.
 """
@@ -182,8 +182,9 @@ GENERATORS: dict[str, Callable[[], str]] = {
 }
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every document with generated blocks.
-DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "iam.md")
+# Every document with generated blocks (README.md first, docs/iam.md second: tests index them).
+DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "iam.md", ROOT / "docs" / "commands.md",
+             ROOT / "docs" / "agent.md", ROOT / "docs" / "sandbox.md")
 
 _BLOCK = re.compile(
     r"(<!-- BEGIN generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END generated:(?P=name) -->)",

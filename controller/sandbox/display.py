@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from controller.output import Output
 
-# Stable event names of the --json stream (README documents them from this table).
+# Stable event names of the --json stream (docs/sandbox.md documents them from this table).
 EVENTS: dict[str, str] = {
     "sandbox-started": "the local cloud (moto server on loopback) is up",
     "launch-step": "progress and warnings of `spawn launch` (the same code, run by the sandbox)",
