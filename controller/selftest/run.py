@@ -79,7 +79,7 @@ ENDING = ("shutting-down", "terminated")
 # "Client.InstanceInitiatedShutdown" for an OS power-off (Amazon EC2 API Reference, StateReason).
 API_SHUTDOWN = "Client.UserInitiatedShutdown"
 # What the user-data prints on the serial console once its power-off failsafe is armed.
-FAILSAFE_ARMED = "failsafe armed"
+FAILSAFE_ARMED = "spawn-failsafe: power-off armed"
 
 
 _TRANSITION_RE = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) GMT\)")

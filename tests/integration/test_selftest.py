@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -275,21 +274,24 @@ def test_ctrl_c_cleans_up_everything(aws: MotoServer, home: Path) -> None:
                             env=dict(os.environ))
     assert proc.stderr is not None and proc.stdout is not None
     seen: list[str] = []
+    ready = threading.Event()
 
-    def lines() -> Iterator[str]:
-        assert proc.stderr is not None
-        yield from proc.stderr
+    def read(stream: Any) -> None:
+        for line in stream:
+            seen.append(line)
+            if line.startswith("selftest: agent: passed"):
+                ready.set()
 
-    deadline = time.monotonic() + 180
-    for line in lines():
-        seen.append(line)
-        if line.startswith("selftest: agent: passed") or time.monotonic() > deadline:
-            break
-    assert any(s.startswith("selftest: agent: passed") for s in seen), "".join(seen[-30:])
+    reader = threading.Thread(target=read, args=(proc.stderr,), daemon=True)
+    reader.start()
+    assert ready.wait(timeout=180), "".join(seen[-30:])
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=180)
-    assert proc.returncode == 130, err[-2000:]
+    out = proc.stdout.read()
+    proc.wait(timeout=180)
+    reader.join(timeout=10)
+    assert proc.returncode == 130, (out[-3000:], "".join(seen[-30:]))
     report = json.loads(out)
     assert report["interrupted"] is True and report["ok"] is False
     assert report["cleanup"]["failed"] == []
+    assert any("interrupted: cleaning up" in line for line in seen)
     assert leftovers() == {}
