@@ -123,7 +123,9 @@ def resource_for(action: str, *, partition: str, account: str, region: str, buck
     if service == "s3":
         if action in _BUCKET_ACTIONS:
             return f"arn:{partition}:s3:::{bucket}"
-        return f"arn:{partition}:s3:::{bucket}/spored-bundle/doctor"
+        if "Object" in name:
+            return f"arn:{partition}:s3:::{bucket}/spored-bundle/doctor"
+        return "*"  # account-level, e.g. s3:ListAllMyBuckets
     if action == "ssm:GetParameter":
         return f"arn:{partition}:ssm:{region}::parameter{ami_parameter}"
     if action in _EC2_RESOURCE:

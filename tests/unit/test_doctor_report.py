@@ -75,14 +75,15 @@ def test_simulated_resources_are_the_ones_a_launch_touches() -> None:
              "bucket": "spawn-agent-123456789012-eu-west-1", "ami_parameter": "/aws/service/x"}
     groups = access.simulation_groups(
         ["iam:CreateRole", "iam:PassRole", "iam:CreateInstanceProfile", "iam:ListInstanceProfilesForRole",
-         "iam:GetPolicy", "s3:CreateBucket", "s3:PutObject", "ssm:GetParameter", "ec2:RunInstances",
+         "iam:GetPolicy", "s3:CreateBucket", "s3:PutObject", "s3:ListAllMyBuckets", "ssm:GetParameter",
+         "ec2:RunInstances",
          "ec2:TerminateInstances", "ec2:DeleteSecurityGroup"],
         **where)
     assert groups == {
         "arn:aws:iam::123456789012:role/spawn/spawn-doctor":
             ["iam:CreateRole", "iam:ListInstanceProfilesForRole", "iam:PassRole"],
         "arn:aws:iam::123456789012:instance-profile/spawn/spawn-doctor": ["iam:CreateInstanceProfile"],
-        "*": ["ec2:RunInstances"],
+        "*": ["ec2:RunInstances", "s3:ListAllMyBuckets"],
         "arn:aws:iam::123456789012:policy/spawn/spawn-boundary": ["iam:GetPolicy"],
         "arn:aws:s3:::spawn-agent-123456789012-eu-west-1": ["s3:CreateBucket"],
         "arn:aws:s3:::spawn-agent-123456789012-eu-west-1/spored-bundle/doctor": ["s3:PutObject"],
