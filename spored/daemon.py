@@ -8,7 +8,9 @@ APScheduler (3.x, a BackgroundScheduler) only produces events on time:
   with jitter;
 - (not a scheduler job) the ``notice-poll`` thread, a plain ``Event.wait`` loop every
   ``config.spot_poll`` (<= 2 s): reads the spot and rebalance paths and wakes the loop only when a
-  notice it has not seen appears (cheaper than a scheduler job run every 2 s);
+  notice it has not seen appears (cheaper than a scheduler job run every 2 s). It runs only on a
+  Spot Instance (``instance-life-cycle`` is ``spot``, or not readable yet): AWS sends no notices
+  to any other, and the poll was most of an idle on-demand agent's cost;
 - ``due``: a ``date`` job at the exact time of the next planned action, so the terminate call goes
   out within moments of the deadline instead of at the next tick.
 SIGHUP re-reads the configuration and the tags at once; SIGTERM sends STOPPING=1 and exits 0.
@@ -44,7 +46,16 @@ from spored.decide import Decision, Observations, Verb, decide, summary
 from spored.ec2 import Ec2, Ec2CallError
 from spored.errors import ConfigError
 from spored.imds import ImdsClient
-from spored.observe import Identity, Notice, Unknown, read_identity, read_metadata_tags, read_notice
+from spored.observe import (
+    Identity,
+    Notice,
+    Unknown,
+    needs_notice_poll,
+    read_identity,
+    read_life_cycle,
+    read_metadata_tags,
+    read_notice,
+)
 from spored.probes import (
     Counters,
     Signals,
@@ -123,6 +134,7 @@ class Agent:
         self.store = StateStore(state_dir(), read_boot_id(proc_root))
         self.state: AgentState = self.store.load(set_aside=not read_only)
         self.identity: Identity | Unknown = Unknown("not read yet")
+        self.life_cycle: str | Unknown = Unknown("not read yet")
         self.tags: dict[str, str] | Unknown = Unknown("not read yet")
         self.tags_source = "none"
         self.last_tag_refresh: datetime | None = None
@@ -169,6 +181,20 @@ class Agent:
             self.identity = identity
         if isinstance(identity, Unknown):
             log.warning("identity.unknown", why=identity.why)
+
+    def refresh_life_cycle(self) -> None:
+        """Read the purchasing option until it is known, and run the notice poll only on spot."""
+        if isinstance(self.life_cycle, Unknown):
+            self.life_cycle = read_life_cycle(self.imds)
+            if not isinstance(self.life_cycle, Unknown):
+                log.info("life_cycle", value=self.life_cycle, notice_poll=needs_notice_poll(self.life_cycle))
+        if self._scheduler is None:
+            return
+        polling = self._poll_thread is not None
+        if needs_notice_poll(self.life_cycle) and not polling:
+            self._start_notice_poll()
+        elif not needs_notice_poll(self.life_cycle) and polling:
+            self._stop_notice_poll()
 
     def read_tags(self) -> tuple[dict[str, str] | Unknown, str, Ec2CallError | None]:
         """Fresh tags: instance metadata when exposed, else DescribeTags on our own instance id."""
@@ -457,6 +483,8 @@ class Agent:
             "updated_at": format_timestamp(now),
             "tick_seconds": self.config.tick.total_seconds(),
             "instance_id": None if isinstance(identity, Unknown) else identity.instance_id,
+            "life_cycle": str(self.life_cycle),
+            "notice_poll": self._poll_thread is not None,
             "managed": policy.managed if policy else None,
             "deadline": format_timestamp(policy.deadline) if policy and policy.deadline else None,
             "deadline_source": policy.deadline_source if policy else None,
@@ -578,7 +606,8 @@ class Agent:
         self._scheduler = sched
         self._reschedule_tags()
         sched.start()
-        self._start_notice_poll()
+        if needs_notice_poll(self.life_cycle):
+            self._start_notice_poll()
 
     def _restart_scheduler(self) -> None:
         self._stop_notice_poll()
@@ -612,6 +641,8 @@ class Agent:
     def tick(self) -> None:
         if isinstance(self.identity, Unknown):
             self.refresh_identity()
+        if isinstance(self.life_cycle, Unknown):
+            self.refresh_life_cycle()
         if isinstance(self.tags, Unknown) and time.monotonic() >= self._api_retry_at:
             self.refresh_tags()
         self.sample()
@@ -665,8 +696,10 @@ class Agent:
         ready = "starting"
         try:
             self.refresh_identity()
+            self.refresh_life_cycle()
             self.refresh_tags()
-            self.poll_notices()
+            if needs_notice_poll(self.life_cycle):
+                self.poll_notices()
             self.sample()
             decision = self.evaluate("start")
             ready = summary(decision, now_utc())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from spored.contract import METADATA_TAG_KEY_RE
+from spored.contract import METADATA_TAG_KEY_RE, TAG_PREFIX
 from spored.imds_errors import ImdsError
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 SPOT_PATH = "meta-data/spot/instance-action"
 REBALANCE_PATH = "meta-data/events/recommendations/rebalance"
+LIFE_CYCLE_PATH = "meta-data/instance-life-cycle"
 
 
 @dataclass(frozen=True)
@@ -117,15 +118,37 @@ def read_notice(imds: ImdsClient, kind: str) -> Notice | Unknown | None:
         return Unknown(f"{kind} notice unreadable: {exc}")
 
 
+def read_life_cycle(imds: ImdsClient) -> str | Unknown:
+    """The purchasing option (``meta-data/instance-life-cycle``): ``spot``, ``on-demand``, ..."""
+    try:
+        body = imds.get(LIFE_CYCLE_PATH)
+    except ImdsError as exc:
+        return Unknown(f"instance-life-cycle: {exc}")
+    value = (body or "").strip()
+    return value if value else Unknown("instance-life-cycle: absent")
+
+
+def needs_notice_poll(life_cycle: str | Unknown) -> bool:
+    """Spot interruption notices and rebalance recommendations are sent to Spot Instances only
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html,
+    https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/rebalance-recommendations.html: "a signal
+    that notifies you when a Spot Instance is at elevated risk of interruption"). The purchasing
+    option is ``meta-data/instance-life-cycle``
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-data-categories.html).
+    Unknown: poll, so a notice is never missed because metadata was briefly unreadable."""
+    return isinstance(life_cycle, Unknown) or life_cycle == "spot"
+
+
 def read_metadata_tags(imds: ImdsClient) -> dict[str, str] | Unknown | None:
-    """Instance tags from ``meta-data/tags/instance``; None when the launch did not expose them."""
+    """The ``spawn:`` instance tags from ``meta-data/tags/instance``; None when the launch did not
+    expose tags. Other tags (Name, the user's own) are listed but not read: one request each."""
     try:
         listing = imds.get("meta-data/tags/instance")
         if listing is None:
             return None
         tags: dict[str, str] = {}
         for key in (line.strip() for line in listing.splitlines()):
-            if not key or not METADATA_TAG_KEY_RE.match(key):
+            if not key.startswith(TAG_PREFIX) or not METADATA_TAG_KEY_RE.match(key):
                 continue
             value = imds.get(f"meta-data/tags/instance/{key}")
             if value is not None:

@@ -48,18 +48,22 @@ def ec2() -> Any:
     return boto3.client("ec2", region_name=REGION)
 
 
-def launch(tags: dict[str, str], *, metadata_tags: bool = True) -> str:
+def launch(tags: dict[str, str], *, metadata_tags: bool = True, spot: bool = False) -> str:
     iam = boto3.client("iam")
-    iam.create_role(RoleName="spored-role", Path="/spawn/", AssumeRolePolicyDocument=TRUST)
-    iam.create_instance_profile(InstanceProfileName="spored-profile", Path="/spawn/")
-    iam.add_role_to_instance_profile(InstanceProfileName="spored-profile", RoleName="spored-role")
+    try:
+        iam.create_role(RoleName="spored-role", Path="/spawn/", AssumeRolePolicyDocument=TRUST)
+        iam.create_instance_profile(InstanceProfileName="spored-profile", Path="/spawn/")
+        iam.add_role_to_instance_profile(InstanceProfileName="spored-profile", RoleName="spored-role")
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass  # a second instance in the same test
     resp = ec2().run_instances(
         ImageId="ami-12345678", MinCount=1, MaxCount=1, InstanceType="t3.micro",
         IamInstanceProfile={"Name": "spored-profile"},
         MetadataOptions={"HttpTokens": "required",
                          "InstanceMetadataTags": "enabled" if metadata_tags else "disabled"},
         TagSpecifications=[{"ResourceType": "instance",
-                            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+                            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        **({"InstanceMarketOptions": {"MarketType": "spot"}} if spot else {}))
     return str(resp["Instances"][0]["InstanceId"])
 
 
@@ -308,7 +312,7 @@ def test_spot_notice_starts_the_hook_within_2s(emulator_for: Callable[[str], Imd
     hook.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $SPORED_REASON" > {marker}.tmp\n'
                     f'mv {marker}.tmp {marker}\n')
     hook.chmod(0o755)
-    iid = launch({"spawn:managed": "true", "spawn:ttl": "2h"})
+    iid = launch({"spawn:managed": "true", "spawn:ttl": "2h"}, spot=True)
     emu = emulator_for(iid)
     agent = run_agent(emu, f'pre_stop_hook = "{hook}"\n')
     started(agent)
@@ -324,6 +328,42 @@ def test_spot_notice_starts_the_hook_within_2s(emulator_for: Callable[[str], Imd
     time.sleep(2.5)  # more polls of the same notice: de-duplicated
     assert len(agent.named("hook.started")) == 1
     assert state_of(iid) == "running"  # AWS reclaims, not the agent
+
+
+def test_notices_are_polled_only_on_a_spot_instance(emulator_for: Callable[[str], ImdsEmulator],
+                                                     run_agent: Callable[..., Agent]) -> None:
+    """AWS sends interruption notices and rebalance recommendations to Spot Instances only: an
+    on-demand agent reads its instance-life-cycle once and never polls them."""
+    notice_paths = ("/latest/meta-data/spot/instance-action",
+                    "/latest/meta-data/events/recommendations/rebalance")
+
+    def count(emu: ImdsEmulator, *paths: str) -> int:
+        return sum(emu.log.count(method="GET", path=p) for p in paths)
+
+    def until(predicate: Callable[[], bool]) -> None:
+        end = time.monotonic() + 60
+        while not predicate() and time.monotonic() < end:
+            time.sleep(0.2)
+        assert predicate()
+
+    on_demand = emulator_for(launch({"spawn:managed": "true", "spawn:ttl": "2h"}))
+    agent = run_agent(on_demand, name="on-demand")
+    started(agent)
+    # tags are re-read every second (BASE_CONFIG): four re-reads = seconds of a running agent
+    until(lambda: count(on_demand, "/latest/meta-data/tags/instance") >= 5)
+    assert agent.named("life_cycle")[0]["value"] == "on-demand"
+    assert count(on_demand, *notice_paths) == 0
+    assert count(on_demand, "/latest/meta-data/instance-life-cycle") == 1
+    assert agent.status()["notice_poll"] is False
+    agent.proc.terminate()
+    agent.proc.wait(timeout=30)
+
+    spot = emulator_for(launch({"spawn:managed": "true", "spawn:ttl": "2h"}, spot=True))
+    agent = run_agent(spot, name="spot")
+    started(agent)
+    until(lambda: count(spot, *notice_paths) >= 6)  # spot_poll = 1 s: both paths, every second
+    assert agent.named("life_cycle")[0]["value"] == "spot"
+    assert agent.status()["notice_poll"] is True
 
 
 def test_sigkill_and_restart_keep_the_same_deadline(emulator_for: Callable[[str], ImdsEmulator],
