@@ -1,18 +1,27 @@
 """spored's footprint and reaction times, measured against a moto server and the IMDS emulator.
 
-    .venv/bin/python bench/agent_footprint.py [--steady 300] [--runs 5] [--json]
+    .venv/bin/python bench/agent_footprint.py [--steady 300] [--runs 5] [--agent dev|bundle|both]
+        [--baseline-source DIR] [--json]
 
-1. Steady state at the default intervals (tick 10 s, spot poll 2 s, tag refresh 60 s / 5 min):
-   two agents side by side for ``--steady`` seconds, one on an instance with tags in metadata, one
-   without; RSS (psutil) at the end, CPU as a percentage of one core over the window (after a
-   warm-up), and EC2 API calls per instance-hour counted from the agent's ``aws.call`` log events
-   in the window.
-2. Reaction times over ``--runs`` fresh agents: deadline -> TerminateInstances call (the agent's
-   ``aws.call`` timestamp minus the deadline), and spot notice armed -> pre-stop hook running (the
-   hook's own timestamp minus the moment the notice was armed).
+1. Steady state at the default intervals (tick 10 s, spot poll 2 s on spot only, tag refresh
+   60 s / 5 min): agents side by side for ``--steady`` seconds; RSS (psutil) at the end, CPU as a
+   percentage of one core over the window (after a warm-up), IMDS requests per minute (the
+   emulator's request log, counted over the window) and EC2 API calls per instance-hour (the
+   agent's ``aws.call`` log events in the window). The agents:
+   - ``bundle/...``: the agent as an instance gets it: the bundle this installation builds
+     (``controller.bundle.ensure_bundle``), installed offline into a fresh venv the way
+     install.sh does (only the agent and its locked dependencies: no rich);
+     on-demand with tags in metadata, on-demand with tags via the API, spot with tags in metadata;
+   - ``dev/on-demand``: the agent from this venv (the controller's, where rich is installed);
+   - ``baseline/on-demand`` (with ``--baseline-source DIR``, a checkout of an older commit): the
+     older agent code from this venv, measured in the same run for comparison.
+2. Reaction times over ``--runs`` fresh agents (from this venv): deadline -> TerminateInstances
+   call (the agent's ``aws.call`` timestamp minus the deadline), and spot notice armed -> pre-stop
+   hook running on a spot instance (the hook's own timestamp minus the moment the notice was armed).
 
-Targets (issue 4): RSS <= 40 MiB, CPU <= 0.2 % of a core, 0 EC2 calls/h with tags in metadata and
-<= 12 without, both latencies <= 2 s.
+Targets: RSS <= 32 MiB (bundle, tags in metadata); on-demand idle <= 0.02 % of a core and <= 6
+IMDS requests a minute; 0 EC2 calls/h with tags in metadata and <= 12 without; both latencies
+<= 2 s.
 """
 
 from __future__ import annotations
@@ -69,14 +78,15 @@ def ensure_profile() -> None:
         pass
 
 
-def launch(tags: dict[str, str], *, metadata_tags: bool) -> str:
+def launch(tags: dict[str, str], *, metadata_tags: bool, spot: bool = False) -> str:
     resp = ec2().run_instances(
         ImageId="ami-12345678", MinCount=1, MaxCount=1, InstanceType="t3.micro",
         IamInstanceProfile={"Name": "bench-profile"},
         MetadataOptions={"HttpTokens": "required",
                          "InstanceMetadataTags": "enabled" if metadata_tags else "disabled"},
         TagSpecifications=[{"ResourceType": "instance",
-                            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+                            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        **({"InstanceMarketOptions": {"MarketType": "spot"}} if spot else {}))
     return str(resp["Instances"][0]["InstanceId"])
 
 
@@ -116,7 +126,17 @@ class RunningAgent:
                 self.proc.wait()
 
 
-def start_agent(workdir: Path, moto_url: str, imds_url: str, config: str) -> RunningAgent:
+@dataclass(frozen=True)
+class AgentKind:
+    """How to start an agent: which python, and an optional source tree in front of sys.path."""
+
+    label: str
+    python: str = sys.executable
+    source: str | None = None
+
+
+def start_agent(workdir: Path, moto_url: str, imds_url: str, config: str,
+                kind: AgentKind | None = None) -> RunningAgent:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "run").mkdir(exist_ok=True, mode=0o750)
     cfg = workdir / "spored.toml"
@@ -124,10 +144,15 @@ def start_agent(workdir: Path, moto_url: str, imds_url: str, config: str) -> Run
     env = {k: v for k, v in os.environ.items() if k not in CHILD_DROPS}
     env.update({"AWS_ENDPOINT_URL": moto_url, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_url,
                 "STATE_DIRECTORY": str(workdir / "state"), "RUNTIME_DIRECTORY": str(workdir / "run")})
+    kind = kind or AgentKind("dev")
+    env.pop("PYTHONPATH", None)
+    if kind.source:
+        env["PYTHONPATH"] = kind.source
     log = workdir / "agent.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "spored.cli", "--config", str(cfg), "run"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        # cwd: the work folder, so a checkout in the current directory is not on the agent's path
+        proc = subprocess.Popen([kind.python, "-m", "spored.cli", "--config", str(cfg), "run"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
     return RunningAgent(proc, log, workdir / "run")
 
 
@@ -135,50 +160,68 @@ def ts(event: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
 
 
-def steady_state(moto_url: str, work: Path, seconds: float, warmup: float) -> dict[str, Any]:
+def bundle_agent(work: Path) -> AgentKind:
+    """The agent installed from this installation's bundle into a fresh venv (as install.sh does)."""
+    from controller import bundle
+
+    built = bundle.ensure_bundle(progress=lambda m: print(m, file=sys.stderr))
+    python = bundle.install_agent(built.path, work / "bundle-venv")
+    return AgentKind("bundle", python=str(python))
+
+
+def steady_state(moto_url: str, work: Path, seconds: float, warmup: float,
+                 kinds: list[AgentKind]) -> dict[str, Any]:
     import psutil
 
     from controller.sandbox.imds import ImdsEmulator
 
     results: dict[str, Any] = {}
-    agents: dict[str, tuple[RunningAgent, Any]] = {}
-    emulators = []
-    for mode, in_metadata in (("tags_in_metadata", True), ("tags_via_api", False)):
-        iid = launch({"spawn:managed": "true", "spawn:ttl": "1d", "spawn:idle-timeout": "2h"},
-                     metadata_tags=in_metadata)
-        emu = ImdsEmulator(iid, REGION, moto_url).start()
-        emulators.append(emu)
-        agent = start_agent(work / mode, moto_url, emu.url, "wall = false\n")  # default intervals
-        agents[mode] = (agent, psutil.Process(agent.proc.pid))
-    for agent, _ in agents.values():
+    agents: dict[str, tuple[RunningAgent, Any, Any]] = {}
+    for kind in kinds:
+        modes = [("on-demand", True, False)]
+        if kind.label == "bundle":
+            modes += [("on-demand-tags-via-api", False, False), ("spot", True, True)]
+        for mode, in_metadata, spot in modes:
+            iid = launch({"spawn:managed": "true", "spawn:ttl": "1d", "spawn:idle-timeout": "2h"},
+                         metadata_tags=in_metadata, spot=spot)
+            emu = ImdsEmulator(iid, REGION, moto_url).start()
+            name = f"{kind.label}/{mode}"
+            agent = start_agent(work / name.replace("/", "-"), moto_url, emu.url, "wall = false\n", kind)
+            agents[name] = (agent, psutil.Process(agent.proc.pid), emu)
+    for agent, _, _ in agents.values():
         agent.wait_ready()
     time.sleep(warmup)
     start_wall = time.monotonic()
     start_at = datetime.now(UTC)
-    cpu0 = {m: p.cpu_times() for m, (_, p) in agents.items()}
+    cpu0 = {m: p.cpu_times() for m, (_, p, _) in agents.items()}
+    imds0 = {m: len(emu.log.records()) for m, (_, _, emu) in agents.items()}
     peak = dict.fromkeys(agents, 0)
     while time.monotonic() - start_wall < seconds:
-        for mode, (_, proc) in agents.items():
+        for mode, (_, proc, _) in agents.items():
             peak[mode] = max(peak[mode], proc.memory_info().rss)
         time.sleep(5)
     window = time.monotonic() - start_wall
-    for mode, (agent, proc) in agents.items():
+    for mode, (agent, proc, emu) in agents.items():
         cpu1 = proc.cpu_times()
+        imds = len(emu.log.records()) - imds0[mode]
         used = (cpu1.user - cpu0[mode].user) + (cpu1.system - cpu0[mode].system)
         calls = [e for e in agent.events("aws.call") if ts(e) >= start_at]
         startup_calls = [e for e in agent.events("aws.call") if ts(e) < start_at]
+        status = json.loads((agent.runtime / "status.json").read_text())
         results[mode] = {
             "rss_mib": round(proc.memory_info().rss / MIB, 1),
             "rss_peak_mib": round(peak[mode] / MIB, 1),
-            "cpu_percent_of_core": round(100 * used / window, 3),
+            "cpu_percent_of_core": round(100 * used / window, 4),
+            "imds_requests_in_window": imds,
+            "imds_requests_per_minute": round(imds * 60 / window, 2),
             "ec2_calls_in_window": len(calls),
             "ec2_calls_per_hour": round(len(calls) * 3600 / window, 1),
             "ec2_calls_at_startup": len(startup_calls),
-            "boto3_loaded": json.loads((agent.runtime / "status.json").read_text()).get("boto3_loaded"),
+            "boto3_loaded": status.get("boto3_loaded"),
+            "notice_poll": status.get("notice_poll"),
             "window_s": round(window),
         }
         agent.stop()
-    for emu in emulators:
         emu.stop()
     return results
 
@@ -209,7 +252,7 @@ def latencies(moto_url: str, work: Path, runs: int) -> dict[str, Any]:
             finally:
                 agent.stop()
         # spot notice -> hook
-        iid = launch({"spawn:managed": "true", "spawn:ttl": "1d"}, metadata_tags=True)
+        iid = launch({"spawn:managed": "true", "spawn:ttl": "1d"}, metadata_tags=True, spot=True)
         hook_dir = work / f"spot-{run}"
         hook_dir.mkdir(parents=True, exist_ok=True)
         marker = hook_dir / "hook-started"
@@ -251,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady", type=float, default=300, help="steady-state window, seconds")
     parser.add_argument("--warmup", type=float, default=30, help="seconds after READY before measuring")
     parser.add_argument("--runs", type=int, default=5, help="repetitions for the latencies")
+    parser.add_argument("--agent", choices=["dev", "bundle", "both"], default="both",
+                        help="steady state: the agent from this venv, from the bundle, or both")
+    parser.add_argument("--baseline-source", metavar="DIR",
+                        help="also measure the agent code in DIR (a checkout of an older commit), "
+                             "from this venv, in the same steady-state run")
     parser.add_argument("--skip-steady", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--json", action="store_true")
@@ -270,7 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="spored-bench-") as tmp:
             work = Path(tmp)
             if not args.skip_steady:
-                report["steady_state"] = steady_state(moto_url, work, args.steady, args.warmup)
+                kinds = []
+                if args.baseline_source:
+                    kinds.append(AgentKind("baseline", source=str(Path(args.baseline_source).resolve())))
+                if args.agent in ("dev", "both"):
+                    kinds.append(AgentKind("dev"))
+                if args.agent in ("bundle", "both"):
+                    kinds.append(bundle_agent(work))
+                report["steady_state"] = steady_state(moto_url, work, args.steady, args.warmup, kinds)
             if not args.skip_latency:
                 report["latency"] = latencies(moto_url, work, args.runs)
     finally:

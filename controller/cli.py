@@ -23,6 +23,9 @@ COMMAND_MODULES = (
     "controller.commands.iam",
     "controller.commands.sandbox",
     "controller.commands.selftest",
+    "controller.commands.bundle",
+    "controller.commands.defaults",
+    "controller.commands.completion",
 )
 
 
@@ -60,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    from controller.cli_help import add_examples
+
+    add_examples(parser)
     return parser
 
 

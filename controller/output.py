@@ -23,8 +23,12 @@ class Output:
     def interactive(self) -> bool:
         return not self.json and self.stderr.isatty()
 
-    def result(self, data: Any, human: Callable[[TextIO], None] | None = None) -> None:
-        """Print a command's result: JSON when asked, else the human renderer (or pretty JSON)."""
+    def result(self, data: dict[str, Any], human: Callable[[TextIO], None] | None = None) -> None:
+        """Print a command's result: JSON when asked, else the human renderer (or pretty JSON).
+
+        A result is always one JSON object (shapes: docs/json.md), never a bare list."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a command result must be a JSON object, not {type(data).__name__}")
         if self.json or human is None:
             self.stdout.write(jsonlib.dumps(data, indent=None if self.json else 2,
                                             sort_keys=False, default=str) + "\n")

@@ -8,9 +8,10 @@
 #       verifies TARBALL against HEX first (refuses on mismatch), extracts it, then installs
 #       with the installer inside it.
 #
-# What it does: picks a Python >= 3.11 that the wheelhouse supports (installs python3.11 with
-# dnf/yum/apt when there is none), creates a venv for this bundle (PREFIX/venv links to it) and
-# installs spawn-spored into it with `pip install --no-index` from the bundle's wheelhouse,
+# What it does: picks a Python >= 3.11 (installs python3.11 with dnf/yum/apt when there is none;
+# the wheelhouse is pure Python, so any such Python on any architecture will do), creates a venv
+# for this bundle (PREFIX/venv links to it) and installs the agent (the `spored` wheel and its
+# locked dependencies) into it with `pip install --no-index` from the bundle's wheelhouse,
 # links BINDIR/spored, creates the system user and group `spored` (and adds the image's default
 # user to the group so it may run `spored complete`), installs the units, reloads systemd,
 # enables spored.service and spored-poweroff.path and (re)starts them. Without a running systemd (an image being built, a
@@ -87,7 +88,8 @@ done
 
 # --- a Python the wheelhouse supports ----------------------------------------------------
 supported() {
-    # $1: a python; true when its version >= 3.11 and the wheelhouse has its compiled wheels.
+    # $1: a python; true when its version >= 3.11 and, should the wheelhouse hold compiled wheels
+    # (an older bundle), it has them for this Python.
     command -v "$1" >/dev/null 2>&1 || return 1
     tag=$("$1" -c 'import sys; v = sys.version_info; print(f"cp{v[0]}{v[1]}" if v >= (3, 11) else "")' \
           2>/dev/null) || return 1
@@ -132,8 +134,8 @@ if [ -f "$target/.complete" ] && "$target/bin/python" -c 'import spored' >/dev/n
 else
     pip_wheel=$(find "$wheelhouse" -maxdepth 1 -name 'pip-*.whl' | head -n 1)
     [ -n "$pip_wheel" ] || die "$wheelhouse: no pip wheel"
-    project_wheel=$(find "$wheelhouse" -maxdepth 1 -name 'spawn_spored-*.whl' | head -n 1)
-    [ -n "$project_wheel" ] || die "$wheelhouse: no spawn_spored wheel"
+    project_wheel=$(find "$wheelhouse" -maxdepth 1 -name 'spored-*.whl' | head -n 1)
+    [ -n "$project_wheel" ] || die "$wheelhouse: no spored wheel"
     rm -rf "$target"
     mkdir -p "$venvs"
     "$python" -m venv --without-pip "$target"
@@ -199,4 +201,4 @@ fi
 for old in "$venvs"/*; do   # after the restart: the old agent ran from these
     [ "$old" = "$target" ] || rm -rf "$old"
 done
-log "installed spawn-spored into $prefix/venv ($(basename "$target"))"
+log "installed spored into $prefix/venv ($(basename "$target"))"

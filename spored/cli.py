@@ -21,11 +21,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from spored import __version__, logs
+from spored import __version__
 from spored import config as config_mod
 from spored.errors import ConfigError, ExitStatus, SpawnError, UsageError, ValidationError, exit_code_for
 
 EXIT_NO_STATUS = 69
+# Importing structlog imports rich when it is installed (structlog/dev.py, for its console
+# renderer). The daemon renders JSON only (spored/logs.py), so `spored run` keeps rich out: in an
+# environment shared with the controller (a checkout, the sandbox) it would cost ~7 MiB of RSS.
+# The bundle's venv has no rich at all (controller/bundle_files/agent.lock).
+NOT_IN_THE_DAEMON = ("rich",)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +66,7 @@ def _load_config(path: Path) -> config_mod.Config:
 
 # ------------------------------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
+    from spored import logs
     from spored.daemon import EXIT_CONFIG, Agent
 
     logs.configure(json=True, stream=sys.stdout, level=args.log_level)
@@ -220,6 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return ExitStatus.USAGE
+    if args.command == "run" and "structlog" not in sys.modules:  # a fresh process: the daemon's own
+        for name in NOT_IN_THE_DAEMON:  # None in sys.modules: `import name` raises ImportError
+            sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    from spored import logs
+
     if args.command != "run":
         logs.configure(json=False, stream=sys.stderr, level=args.log_level if args.command != "check"
                        else "warning")

@@ -89,7 +89,7 @@ def cmd_templates(args: argparse.Namespace, out: Output) -> int:
 
     rows = describe()
     if out.json:
-        out.result(rows)
+        out.result({"templates": rows})
     else:
         out.table(["template", "actions", "scope (@SCOPE)"],
                   [[r["name"], " ".join(r["actions"]), r["scope"]] for r in rows])
@@ -172,7 +172,7 @@ def cmd_roles(args: argparse.Namespace, out: Output) -> int:
 
     roles = list_roles(args.region)
     if out.json:
-        out.result([r.to_dict() for r in roles])
+        out.result({"roles": [r.to_dict() for r in roles]})
         return ExitStatus.OK
     out.table(["role", "kind", "profiles", "instances"],
               [[r.name, r.kind, " ".join(p["name"] for p in r.profiles),

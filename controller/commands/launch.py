@@ -11,6 +11,11 @@ from controller.output import Output
 def _run(args: argparse.Namespace, out: Output) -> int:
     from controller.launch import execute
 
+    if getattr(args, "use_defaults_file", True):  # the sandbox launches without the user's defaults
+        from controller import defaults
+
+        defaults.apply(args)
+
     return execute.run(args, out)
 
 
@@ -22,7 +27,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "launch", help="launch instances that install the spored agent first",
         description="Launch EC2 instances tagged for spored, with a least-privilege role. "
-                    "Every flag is validated before any AWS write; --dry-run prints the whole plan.")
+                    "Every flag is validated before any AWS write; --dry-run prints the whole plan. "
+                    "Flags not given come from the environment, then the defaults file "
+                    "(`spawn defaults path`), then the built-in defaults.")
     flags.add_arguments(parser)
     iam.add_iam_arguments(parser)
     add_json_flag(parser)

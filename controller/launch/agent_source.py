@@ -5,7 +5,7 @@
   (``spawn-agent-<account>-<region>``, public access blocked, ``ExpectedBucketOwner`` on every
   call), under a content-addressed key, and fetched through a pre-signed GET URL that expires
   after ``PRESIGN_EXPIRY`` (long enough for a slow boot, short enough to be useless later);
-- neither: ``controller.bundle`` builds one from this checkout.
+- neither: ``controller.bundle`` builds one from this installation (cached after the first).
 The instance never needs PyPI or any public bucket.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spored.errors import AwsError, UsageError, ValidationError, from_aws
+from spored.errors import AwsError, ValidationError, from_aws
 
 PRESIGN_EXPIRY_SECONDS = 2 * 3600
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
@@ -76,25 +76,13 @@ def object_key(sha256: str, path: Path) -> str:
     return f"{KEY_PREFIX}{sha256}/{path.name}"
 
 
-def bundle_cache_dir() -> Path:
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "spawn" / "bundles"
-
-
 def build_local_bundle(architecture: str) -> Path:
-    """Ask controller.bundle for a bundle built from this checkout, for the instance's architecture."""
-    try:
-        from controller import bundle
-    except ImportError:
-        raise UsageError("no agent bundle: pass --agent-bundle PATH|URL (or set SPAWN_AGENT_BUNDLE); "
-                         "this installation cannot build one (controller.bundle is missing)") from None
-    if not (bundle.PROJECT_ROOT / "pyproject.toml").is_file():
-        raise UsageError("no agent bundle: pass --agent-bundle PATH|URL (or set SPAWN_AGENT_BUNDLE); "
-                         "building one needs a source checkout of spawn")
-    built = bundle.build_bundle(bundle_cache_dir() / architecture, arch=architecture)
-    return Path(built.path)
+    """The bundle built from this installation (cached; the first launch builds it with pip).
+
+    One bundle serves every architecture: the agent and its dependencies are pure Python."""
+    from controller import bundle
+
+    return bundle.ensure_bundle().path
 
 
 def presign(s3: Any, bucket: str, key: str) -> str:

@@ -135,6 +135,10 @@ def gather(args: argparse.Namespace, lf: LaunchFlags, update: Callable[[str, str
                  type_facts=type_facts, image=image, vpc_id=vpc_id, subnet_id=subnet_id,
                  key_name=key_name, iam_plan=iam_plan)
     update("agent bundle", "locating and hashing")
+    if not lf.agent_bundle:  # built from this installation on first use (pip), then cached
+        from controller import bundle
+
+        bundle.ensure_bundle(progress=lambda message: update("agent bundle", message))
     # SigV4 pre-signed URLs: regions opened since 2014 refuse the older signature.
     s3 = aws.client("s3", region, signature_version="s3v4")
     g.source = agent_source.resolve(lf.agent_bundle, s3=s3, account=g.account, region=region,

@@ -64,12 +64,14 @@ def extend(found: Found, spec: str, now: datetime | None = None) -> dict[str, An
         value = format_duration(remaining)
         _tag(ec2, found.instance_id, TAG_PAUSED_REMAINING, value)
         return {"instance_id": found.instance_id, "region": found.region, "paused": True,
+                "previous_deadline": None, "deadline": None, "time_left": None,
                 "previous_remaining": dl.paused_remaining, "ttl_remaining": value}
     deadline = new_deadline(dl.at, moment, spec)
     _tag(ec2, found.instance_id, TAG_EXPIRES_AT, format_timestamp(deadline))
     return {"instance_id": found.instance_id, "region": found.region, "paused": False,
             "previous_deadline": format_timestamp(dl.at) if dl.at else None,
-            "deadline": format_timestamp(deadline), "time_left": format_remaining(deadline - moment)}
+            "deadline": format_timestamp(deadline), "time_left": format_remaining(deadline - moment),
+            "previous_remaining": None, "ttl_remaining": None}
 
 
 def _tag(ec2: Any, instance_id: str, key: str, value: str) -> None:

@@ -77,7 +77,7 @@ def stop(found: Found, *, hibernate: bool = False, now: datetime | None = None) 
         raise from_aws(exc, action=f"{verb} {found.instance_id}") from exc
     change = resp["StoppingInstances"][0]
     return {"instance_id": found.instance_id, "region": found.region, "action": verb,
-            "state": change["CurrentState"]["Name"], "ttl_remaining": remaining}
+            "state": change["CurrentState"]["Name"], "ttl_remaining": remaining, "deadline": None}
 
 
 def start(found: Found, *, now: datetime | None = None) -> dict[str, Any]:
@@ -108,4 +108,4 @@ def start(found: Found, *, now: datetime | None = None) -> dict[str, Any]:
         raise from_aws(exc, action=f"starting {found.instance_id}") from exc
     change = resp["StartingInstances"][0]
     return {"instance_id": found.instance_id, "region": found.region, "action": "start",
-            "state": change["CurrentState"]["Name"], "deadline": deadline}
+            "state": change["CurrentState"]["Name"], "ttl_remaining": None, "deadline": deadline}

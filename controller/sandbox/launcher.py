@@ -87,6 +87,7 @@ def run_launch(argv: list[str], sandbox_args: argparse.Namespace,
     from controller.cli import build_parser
 
     args = build_parser().parse_args(argv)
+    args.use_defaults_file = False  # the sandbox's launch is the same everywhere
     for dest in _IAM_DESTS:
         if hasattr(sandbox_args, dest):
             setattr(args, dest, getattr(sandbox_args, dest))

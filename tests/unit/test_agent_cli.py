@@ -140,3 +140,28 @@ def test_the_agent_does_not_import_boto3_until_it_needs_ec2() -> None:
     code = ("import sys, spored.cli, spored.daemon, spored.ec2, spored.actions; "
             "sys.exit(1 if 'boto3' in sys.modules or 'botocore' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0
+
+
+def test_the_daemon_never_imports_rich(dirs: Path) -> None:
+    """structlog imports rich when it is installed (as here, beside the controller); the daemon
+    renders JSON only and keeps it out of its process."""
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # SIGTERM after 2 s, the way systemd stops it
+    cfg = write_config(dirs, f'imds_endpoint = "http://127.0.0.1:{port}"\n')
+    code = ("import os, signal, sys, threading\n"
+            "from spored import cli\n"
+            "threading.Timer(2, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+            f"code = cli.main(['--config', {str(cfg)!r}, 'run'])\n"
+            "print('RICH', sys.modules.get('rich') is not None, 'STRUCTLOG', 'structlog' in sys.modules,"
+            " file=sys.stderr)\n"
+            "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "RICH False STRUCTLOG True" in proc.stderr
+    assert '"event": "agent.start"' in proc.stdout  # it did run, and logged JSON

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -89,32 +90,99 @@ def test_unknown_architecture_names_the_flag() -> None:
 def test_source_date_epoch_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234567890")
     assert bundle.source_date_epoch() == 1234567890
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert bundle.source_date_epoch() == bundle.DEFAULT_EPOCH
 
 
-def test_source_date_epoch_without_git_is_fixed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
-    assert bundle.source_date_epoch(tmp_path) == bundle.DEFAULT_EPOCH
+REPO = Path(__file__).resolve().parents[2]
 
 
-def test_version_and_requirements_come_from_pyproject(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "spawn-spored"\nversion = "9.8.7"\ndependencies = ["boto3>=1.34"]\n')
-    assert bundle.project_metadata(tmp_path) == ("9.8.7", ["boto3>=1.34"])
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if "==" in line:
+            name, version = line.split("==")
+            pins[bundle.canonical_name(name)] = version.strip()
+    return pins
 
 
-def test_building_outside_a_checkout_says_so(tmp_path: Path) -> None:
-    with pytest.raises(bundle.BundleError, match="source checkout"):
-        bundle.project_metadata(tmp_path)
+def test_the_lock_pins_what_the_tests_run_with() -> None:
+    """The agent is tested with constraints.txt: the lock must name the same versions."""
+    constraints = _constraints()
+    for name, version in bundle.read_lock():
+        assert constraints.get(bundle.canonical_name(name)) == version, name
 
 
-def test_bad_python_version_names_the_flag(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError) as info:
-        bundle.build_bundle(tmp_path, python_versions=("3",))
-    assert info.value.field == "--python-version"
+def test_the_lock_holds_the_agent_dependencies_and_nothing_of_the_controller() -> None:
+    names = {bundle.canonical_name(n) for n, _ in bundle.read_lock()}
+    assert {"boto3", "requests", "structlog", "apscheduler"} <= names
+    assert not names & {"rich", "shtab", "moto", "parliament", "spawn-spored"}
 
 
-def test_command_refuses_an_unknown_architecture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert bundle.main(["--out", str(tmp_path), "--arch", "sparc"]) == 2
-    err = capsys.readouterr().err
-    assert "--arch" in err and "x86_64" in err
-    assert not list(tmp_path.iterdir())  # nothing built
+def test_a_bad_lock_line_names_the_file_and_line(tmp_path: Path) -> None:
+    lock = tmp_path / "agent.lock"
+    lock.write_text("# ok\nboto3==1.0\nrequests>=2\n")
+    with pytest.raises(bundle.BundleError, match=r"agent.lock:3: 'requests>=2': accepted: name==version"):
+        bundle.read_lock(lock)
+
+
+def test_bundle_inputs_are_package_data_with_the_checkout_content() -> None:
+    inputs = bundle.bundle_inputs()
+    assert sorted(inputs) == ["docs/systemd.md", "install.sh", "systemd/spored-poweroff.path",
+                              "systemd/spored-poweroff.service", "systemd/spored.service"]
+    assert inputs["install.sh"].read_bytes() == (REPO / "packaging" / "install.sh").read_bytes()
+    assert inputs["systemd/spored.service"].read_bytes() == (REPO / "systemd" / "spored.service").read_bytes()
+
+
+def _wheel(tmp_path: Path, name: str, epoch: int = 1_700_000_000) -> Path:
+    return bundle.write_agent_wheel(tmp_path / name, version="9.8.7", pins=[("boto3", "1.0"), ("six", "2")],
+                                    epoch=epoch)
+
+
+def test_the_agent_wheel_is_deterministic_and_holds_only_the_agent(tmp_path: Path) -> None:
+    one, two = _wheel(tmp_path, "one"), _wheel(tmp_path, "two")
+    assert one.name == "spored-9.8.7-py3-none-any.whl"
+    assert one.read_bytes() == two.read_bytes()
+    assert _wheel(tmp_path, "later", epoch=1_700_000_100).read_bytes() != one.read_bytes()
+    with zipfile.ZipFile(one) as whl:
+        names = whl.namelist()
+        metadata = whl.read("spored-9.8.7.dist-info/METADATA").decode()
+        record = whl.read("spored-9.8.7.dist-info/RECORD").decode()
+        entry_points = whl.read("spored-9.8.7.dist-info/entry_points.txt").decode()
+    assert {n.split("/")[0] for n in names} == {"spored", "spored-9.8.7.dist-info"}
+    assert "spored/daemon.py" in names and "spored/py.typed" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".md")]
+    assert "Name: spored\n" in metadata and "Requires-Python: >=3.11" in metadata
+    assert [line for line in metadata.splitlines() if line.startswith("Requires-Dist")] == \
+        ["Requires-Dist: boto3==1.0", "Requires-Dist: six==2"]
+    assert "spored = spored.cli:main" in entry_points
+    assert len(record.splitlines()) == len(names)  # every file listed, with its hash
+
+
+def test_an_impure_wheel_is_refused() -> None:
+    with pytest.raises(bundle.BundleError, match="not pure-Python"):
+        bundle.check_wheelhouse([Path("charset_normalizer-3.5.3-cp311-cp311-manylinux_2_17_x86_64.whl")],
+                                [("charset-normalizer", "3.5.3")])
+
+
+def test_a_wheelhouse_that_differs_from_the_lock_is_refused() -> None:
+    wheels = [Path("boto3-1.0-py3-none-any.whl"), Path("extra-2.0-py3-none-any.whl")]
+    with pytest.raises(bundle.BundleError) as info:
+        bundle.check_wheelhouse(wheels, [("boto3", "1.0"), ("six", "1.17.0")])
+    assert "extra==2.0" in info.value.message and "six==1.17.0" in info.value.message
+    bundle.check_wheelhouse([Path("boto3-1.0-py3-none-any.whl"), Path("six-1.17.0-py2.py3-none-any.whl")],
+                            [("boto3", "1.0"), ("six", "1.17.0")])
+
+
+def test_the_cache_follows_the_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert bundle.default_cache_dir() == tmp_path / "spawn" / "bundles"
+    assert bundle.cached_bundle() is None  # nothing built there
+
+
+def test_the_cache_key_follows_version_and_lock() -> None:
+    pins = bundle.read_lock()
+    key = bundle.cache_key(version="1.0", pins=pins, epoch=1)
+    assert key == bundle.cache_key(version="1.0", pins=list(reversed(pins)), epoch=1)
+    assert key != bundle.cache_key(version="1.1", pins=pins, epoch=1)
+    assert key != bundle.cache_key(version="1.0", pins=[*pins[:-1], (pins[-1][0], "0.0.1")], epoch=1)

@@ -126,7 +126,7 @@ def test_cli_templates_and_show(capsys: pytest.CaptureFixture[str]) -> None:
     from controller.cli import main
 
     assert main(["iam", "templates", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["templates"]
     assert [r["name"] for r in rows] == list(SEED)
     assert {r["name"]: r["seed_actions"] for r in rows} == SEED
     assert main(["iam", "show", "sqs:WriteOnly@jobs", "--json"]) == 0
