@@ -120,7 +120,7 @@ def load(file: Path | None = None) -> dict[str, str | list[str]]:
         try:
             _validator(key)(value)
         except ValidationError as exc:
-            detail = exc.message.split(": ", 1)[1] if exc.message.startswith(f"{exc.field}: ") else exc.message
+            detail = exc.message.removeprefix(f"{exc.field}: ")
             raise ValidationError(f"{file}: {name}", f"{detail} (accepted: {key.accepted})") from None
         values[name] = value
     return values

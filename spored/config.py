@@ -48,16 +48,19 @@ class Config:
     ec2_endpoint: str = ""
     # Observe and decide, log what would happen, never act.
     dry_run: bool = False
-    # How often tags are re-read (with jitter) from instance metadata.
-    tag_refresh: timedelta = timedelta(seconds=60)
+    # How often tags are re-read (with jitter) from instance metadata: one request for the list
+    # and one per spawn: key. Tags are also re-read on SIGHUP and right before every action, so
+    # this only bounds how late a change shows in status and warnings.
+    tag_refresh: timedelta = timedelta(minutes=2)
     # How often tags are re-read with ec2:DescribeTags when the launch did not put tags in
     # metadata (API calls cost: 5m = 12 calls per instance-hour). SIGHUP re-reads at once, and
     # tags are always re-read right before an action.
     tag_refresh_api: timedelta = timedelta(minutes=5)
     # How often spot/rebalance notices are polled.
     spot_poll: timedelta = timedelta(seconds=2)
-    # How often idle signals are sampled and the decision re-evaluated.
-    tick: timedelta = timedelta(seconds=10)
+    # How often idle signals are sampled, the decision re-evaluated and the watchdog fed
+    # (WatchdogSec=60 in the unit). Deadlines do not wait for it: a timer fires at the exact time.
+    tick: timedelta = timedelta(seconds=20)
     # Warnings before a planned action.
     warn_at: tuple[timedelta, ...] = (timedelta(minutes=10), timedelta(minutes=5), timedelta(minutes=1))
     # Delay between `spored complete` and the on-complete action.

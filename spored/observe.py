@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from spored.contract import METADATA_TAG_KEY_RE, TAG_PREFIX
+from spored.contract import AGENT_WRITABLE_TAGS, METADATA_TAG_KEY_RE, TAG_PREFIX
 from spored.imds_errors import ImdsError
 
 if TYPE_CHECKING:
@@ -141,14 +141,16 @@ def needs_notice_poll(life_cycle: str | Unknown) -> bool:
 
 def read_metadata_tags(imds: ImdsClient) -> dict[str, str] | Unknown | None:
     """The ``spawn:`` instance tags from ``meta-data/tags/instance``; None when the launch did not
-    expose tags. Other tags (Name, the user's own) are listed but not read: one request each."""
+    expose tags. Other tags (Name, the user's own) and the ones the agent writes itself are listed
+    but not read: one request each, and the agent uses none of them."""
     try:
         listing = imds.get("meta-data/tags/instance")
         if listing is None:
             return None
         tags: dict[str, str] = {}
         for key in (line.strip() for line in listing.splitlines()):
-            if not key.startswith(TAG_PREFIX) or not METADATA_TAG_KEY_RE.match(key):
+            if not key.startswith(TAG_PREFIX) or key in AGENT_WRITABLE_TAGS \
+                    or not METADATA_TAG_KEY_RE.match(key):
                 continue
             value = imds.get(f"meta-data/tags/instance/{key}")
             if value is not None:

@@ -81,17 +81,17 @@ def user_data_sha256(instance_id: str) -> str:
                                                            Attribute="userData")["UserData"]["Value"])
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
-    text = "".join((p.get_payload(decode=True) or b"").decode(errors="replace")  # type: ignore[union-attr]
-                   for p in email.message_from_bytes(raw).walk() if not p.is_multipart())
+    parts = [p.get_payload(decode=True) for p in email.message_from_bytes(raw).walk() if not p.is_multipart()]
+    text = "".join(p.decode(errors="replace") for p in parts if isinstance(p, bytes))
     found = re.findall(r"BUNDLE_SHA256='([0-9a-f]{64})'", text)
     assert len(found) == 1, text[:2000]
-    return found[0]
+    return str(found[0])
 
 
 def test_the_wheel_carries_the_bundle_inputs_as_files(installed: Path) -> None:
-    site = subprocess.run([str(installed / "python"), "-c",
-                           "import controller, pathlib; print(pathlib.Path(controller.__file__).parent)"],
-                          capture_output=True, text=True, timeout=60, check=True, cwd=installed).stdout.strip()
+    code = "import controller, pathlib; print(pathlib.Path(controller.__file__).parent)"
+    site = subprocess.run([str(installed / "python"), "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True, cwd=installed).stdout.strip()
     data = Path(site) / "bundle_files"
     for name in ("install.sh", "agent.lock", "systemd.md", "systemd/spored.service",
                  "systemd/spored-poweroff.path", "systemd/spored-poweroff.service"):
@@ -123,8 +123,9 @@ def test_launch_from_the_installed_wheel_builds_and_uses_its_own_bundle(
     assert isinstance(cached, dict)
     assert Path(str(cached["path"])).is_relative_to(home / "cache" / "spawn" / "bundles")
     assert user_data_sha256(instance_id) == cached["sha256"] == launched["agent_bundle_sha256"]
-    assert "wheelhouse/spored-0.1.0-py3-none-any.whl" in cached["contents"]  # type: ignore[operator]
-    assert not [n for n in cached["contents"] if "spawn_spored" in n or "rich" in n]  # type: ignore[union-attr]
+    contents = cached["contents"]
+    assert isinstance(contents, list) and "wheelhouse/spored-0.1.0-py3-none-any.whl" in contents
+    assert not [n for n in contents if "spawn_spored" in n or "rich" in n]
 
     # the same bytes as the bundle built from the source tree: reproducible across install modes
     assert cached["sha256"] == dev_bundle.ensure_bundle().sha256

@@ -12,7 +12,16 @@ import responses
 from spored import logs
 from spored.imds import ImdsClient, endpoint_from_env
 from spored.imds_errors import ImdsDisabled, ImdsUnavailable
-from spored.observe import Identity, Notice, Unknown, read_identity, read_metadata_tags, read_notice
+from spored.observe import (
+    Identity,
+    Notice,
+    Unknown,
+    needs_notice_poll,
+    read_identity,
+    read_life_cycle,
+    read_metadata_tags,
+    read_notice,
+)
 
 BASE = "http://imds.test"
 TOKEN_URL = f"{BASE}/latest/api/token"
@@ -212,6 +221,36 @@ def test_tags_from_metadata_and_absent(clock: Clock) -> None:
     responses.get(f"{BASE}/latest/meta-data/tags/instance/spawn:managed", body="true")
     responses.get(f"{BASE}/latest/meta-data/tags/instance/spawn:ttl", body="2h")
     assert read_metadata_tags(client(clock)) == {"spawn:managed": "true", "spawn:ttl": "2h"}
+
+
+@responses.activate
+def test_only_the_spawn_tags_the_agent_uses_are_read(clock: Clock) -> None:
+    """One metadata request per value read: Name, the user's own tags and the agent's own status
+    tag are listed but never fetched (an unregistered URL would make the read Unknown)."""
+    token_ok()
+    responses.get(f"{BASE}/latest/meta-data/tags/instance",
+                  body="Name\nProject\nspawn:managed\nspawn:agent-status\nspawn:ttl")
+    responses.get(f"{BASE}/latest/meta-data/tags/instance/spawn:managed", body="true")
+    responses.get(f"{BASE}/latest/meta-data/tags/instance/spawn:ttl", body="2h")
+    assert read_metadata_tags(client(clock)) == {"spawn:managed": "true", "spawn:ttl": "2h"}
+    assert [c.request.method for c in responses.calls] == ["PUT", "GET", "GET", "GET"]
+
+
+@responses.activate
+def test_life_cycle_decides_the_notice_poll(clock: Clock) -> None:
+    token_ok()
+    responses.get(f"{BASE}/latest/meta-data/instance-life-cycle", body="on-demand")
+    assert read_life_cycle(client(clock)) == "on-demand"
+    assert needs_notice_poll("spot") and not needs_notice_poll("on-demand")
+    assert not needs_notice_poll("scheduled")
+    assert needs_notice_poll(Unknown("timeout"))  # unreadable: poll rather than miss a notice
+
+
+@responses.activate
+def test_unreadable_life_cycle_is_unknown(clock: Clock) -> None:
+    token_ok()
+    responses.get(f"{BASE}/latest/meta-data/instance-life-cycle", status=404)
+    assert isinstance(read_life_cycle(client(clock)), Unknown)
 
 
 @responses.activate
