@@ -278,11 +278,15 @@ def download_dependencies(pins: Sequence[tuple[str, str]], dest: Path, *, progre
     with tempfile.TemporaryDirectory(prefix="spawn-lock-") as tmp:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text("".join(f"{n}=={v}\n" for n, v in pins) + PIP_REQUIREMENT + "\n")
-        for python in PYTHON_VERSIONS:
-            progress(f"downloading {len(pins) + 1} locked wheels for Python {python} with pip")
+        for number, python in enumerate(PYTHON_VERSIONS):
+            # The first resolution downloads; the others resolve offline against what it got, so a
+            # dependency another Python would need (a marker) fails here instead of on an instance.
+            offline = ["--no-index", "--find-links", str(dest)] if number else []
+            progress(f"{'checking' if number else 'downloading'} {len(pins) + 1} locked wheels for "
+                     f"Python {python} with pip")
             _run_pip(["download", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
                       "--only-binary=:all:", "--platform", "any", "--abi", "none",
-                      "--implementation", "py", "--python-version", python,
+                      "--implementation", "py", "--python-version", python, *offline,
                       "-d", str(dest), "-r", str(requirements)],
                      what=f"downloading the agent's dependencies for Python {python}", progress=progress)
     wheels = sorted(dest.glob("*.whl"))
