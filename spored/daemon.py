@@ -80,6 +80,9 @@ PREPARE_LEAD = timedelta(seconds=2)
 FRESH_TAGS = timedelta(seconds=4)
 # A failed action is retried this often; failed DescribeTags back off from API_RETRY_MIN seconds.
 ACT_RETRY = timedelta(seconds=20)
+# An action deferred because its fresh metadata read failed (a hiccup) is tried again this soon,
+# not at the next tick.
+DEFER_RETRY = timedelta(seconds=2)
 API_RETRY_MIN = 30.0
 # Event priorities: lower first. Pending duplicates are coalesced.
 PRIORITY = {"term": 0, "notice": 1, "due": 1, "prepare": 2, "hup": 2, "tags": 3, "tick": 3}
@@ -433,6 +436,10 @@ class Agent:
             self.last_error = f"{decision.action} deferred: {why}"
             if error is not None:  # the EC2 API refuses or is unreachable: counts toward the backstop
                 self._record_failure(decision.key, error)
+            elif self._scheduler is not None:
+                self._scheduler.add_job(self._events.put, "date", args=["due"], id="deferred",
+                                        run_date=now_utc() + DEFER_RETRY, replace_existing=True,
+                                        misfire_grace_time=None)
             return
         self.tags, self.tags_source, self.last_tag_refresh = tags, source, now_utc()
         self._tags_read_at = time.monotonic()

@@ -239,6 +239,34 @@ def test_ttl_expiry_terminates_within_2s_of_the_deadline(emulator_for: Callable[
     assert (agent.runtime / "warning").exists()
 
 
+def test_a_metadata_hiccup_at_the_deadline_delays_the_action_by_seconds_not_a_tick(
+        emulator_for: Callable[[str], ImdsEmulator], run_agent: Callable[..., Agent]) -> None:
+    """The fresh tag read right before the action fails (connection dropped): the action is
+    deferred, and tried again within seconds rather than at the next tick (30 s here)."""
+    iid = launch({"spawn:managed": "true", "spawn:ttl": "3h"})
+    emu = emulator_for(iid)
+    agent = run_agent(emu, 'tick = "30s"\ntag_refresh = "1h"\n')
+    # started, with room for a slow first identity read (retried at the 30 s tick)
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not (
+            (agent.runtime / "status.json").exists() and agent.status().get("instance_id")):
+        time.sleep(0.2)
+    started(agent)
+    deadline = set_deadline(iid, 8)
+    agent.proc.send_signal(signal.SIGHUP)  # re-read the tags now
+    wait_status(agent, "deadline", format_timestamp(deadline))
+    time.sleep(max(0.0, deadline.timestamp() - 3 - time.time()))
+    emu.faults.set(drop=1_000_000)  # every metadata request fails: the re-reads around the deadline
+    agent.wait_for("action.deferred", timeout=30)
+    emu.faults.set(drop=0)
+    healed = datetime.now(UTC)
+    # (whether TerminateInstances then succeeds depends on credentials fetched during the outage:
+    # other tests cover the call; this one is about when the agent tries again)
+    tried = agent.wait_for("action.start", timeout=40)
+    at = datetime.fromisoformat(tried["timestamp"].replace("Z", "+00:00"))
+    assert at - healed <= timedelta(seconds=10)  # the next tick would have been up to 30 s later
+
+
 @pytest.mark.parametrize("managed", [None, "false", "TRUE-ish"])
 def test_unmanaged_is_never_terminated(emulator_for: Callable[[str], ImdsEmulator],
                                        run_agent: Callable[..., Agent], managed: str | None) -> None:

@@ -151,11 +151,17 @@ def test_the_daemon_never_imports_rich(dirs: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # SIGTERM after 2 s, the way systemd stops it
     cfg = write_config(dirs, f'imds_endpoint = "http://127.0.0.1:{port}"\n')
-    code = ("import os, signal, sys, threading\n"
+    status = dirs / "run" / "status.json"
+    # SIGTERM once it wrote its first status (its signal handlers are in place), as systemd stops it
+    code = ("import os, signal, sys, threading, time\n"
             "from spored import cli\n"
-            "threading.Timer(2, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+            "def stop():\n"
+            "    end = time.monotonic() + 120\n"
+            f"    while not os.path.exists({str(status)!r}) and time.monotonic() < end:\n"
+            "        time.sleep(0.1)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "threading.Thread(target=stop, daemon=True).start()\n"
             f"code = cli.main(['--config', {str(cfg)!r}, 'run'])\n"
             "print('RICH', sys.modules.get('rich') is not None, 'STRUCTLOG', 'structlog' in sys.modules,"
             " file=sys.stderr)\n"

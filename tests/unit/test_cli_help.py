@@ -36,7 +36,8 @@ def test_every_example_parses() -> None:
         for line in _examples(sub.epilog or ""):
             if not line.startswith("spawn "):
                 continue  # e.g. a shell line around a spawn command
-            argv = shlex.split(line.split(" > ", 1)[0], comments=True)[1:]
+            command = line.split(" > ", 1)[0].split(" | ", 1)[0]  # the spawn part of a shell line
+            argv = shlex.split(command, comments=True)[1:]
             try:
                 parser.parse_args(argv)
             except SystemExit:
