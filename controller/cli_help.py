@@ -35,6 +35,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "iam agent-policy": ("spawn iam agent-policy", "spawn iam agent-policy --json"),
     "iam lint": ("spawn iam lint policy.json", "spawn iam lint policy.json --json"),
     "iam cli-policy": ("spawn iam cli-policy", "spawn iam cli-policy --scoped"),
+    "iam setup": ("spawn iam setup --dry-run", "spawn iam setup --json"),
     "iam roles": ("spawn iam roles", "spawn iam roles --region us-east-1 --json"),
     "iam cleanup": ("spawn iam cleanup", "spawn iam cleanup --yes"),
     "sandbox": ("spawn sandbox", "spawn sandbox --ttl 30s --spot-interruption-after 10s",

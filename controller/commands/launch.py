@@ -11,11 +11,6 @@ from controller.output import Output
 def _run(args: argparse.Namespace, out: Output) -> int:
     from controller.launch import execute
 
-    if getattr(args, "use_defaults_file", True):  # the sandbox launches without the user's defaults
-        from controller import defaults
-
-        defaults.apply(args)
-
     return execute.run(args, out)
 
 

@@ -436,6 +436,10 @@ def render_summary(result: dict[str, Any], stream: TextIO) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    if getattr(args, "use_defaults_file", True):  # the sandbox launches without the user's defaults
+        from controller import defaults
+
+        defaults.apply(args)  # flags > environment > ~/.config/spawn/config.toml > built-in
     lf = launch_flags.validate(args)
     if lf.timeout_defaulted:
         out.warn("no --ttl or --idle-timeout: an idle timeout of 1h applies (--no-timeout to allow none)")

@@ -57,6 +57,9 @@ def world(aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
         tar.addfile(info, io.BytesIO(data))
     policy = tmp_path / "policy.json"
     policy.write_text(POLICY)
+    # the defaults file gives the bundle to launches that name none (spawn selftest)
+    (tmp_path / "config" / "spawn").mkdir(parents=True)
+    (tmp_path / "config" / "spawn" / "config.toml").write_text(f'agent-bundle = "{bundle}"\n')
     yield {"bundle": str(bundle), "policy": str(policy), "tmp": str(tmp_path)}
 
 
@@ -115,10 +118,13 @@ CASES: dict[str, Callable[[dict[str, str]], list[str]]] = {
     "defaults path": lambda w: ["defaults", "path"],
     "completion": lambda w: ["completion", "bash"],
     "doctor": lambda w: ["doctor", "--region", REGION],
+    "iam setup": lambda w: ["iam", "setup", "--dry-run"],
+    "selftest --dry-run": lambda w: ["selftest", "--dry-run", "--region", REGION],
 }
 # Not run here: building a bundle takes pip and minutes; tests/integration/test_install_wheel.py
 # runs `spawn bundle build --json` and `spawn bundle write --json` from the installed wheel.
-SLOW = {"bundle build", "bundle write"}
+SLOW = {"bundle build", "bundle write",
+        "selftest"}  # a whole run (minutes): tests/integration/test_selftest.py checks its report
 ORDER = ["launch --dry-run", "launch", "list", "status", "extend", "config list", "config get",
          "config set", "connect", "stop", "start", "hibernate", "terminate"]
 

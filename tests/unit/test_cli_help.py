@@ -3,6 +3,7 @@ examples, every example parses, and shell completion scripts are generated for b
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -36,7 +37,8 @@ def test_every_example_parses() -> None:
         for line in _examples(sub.epilog or ""):
             if not line.startswith("spawn "):
                 continue  # e.g. a shell line around a spawn command
-            command = line.split(" > ", 1)[0].split(" | ", 1)[0]  # the spawn part of a shell line
+            # the spawn part of a shell line; an explanation follows two spaces or a #
+            command = re.split(r"\s{2,}", line.split(" > ", 1)[0].split(" | ", 1)[0])[0]
             argv = shlex.split(command, comments=True)[1:]
             try:
                 parser.parse_args(argv)
