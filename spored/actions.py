@@ -10,12 +10,13 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from spored import logs
+from spored import failsafe, logs
 from spored.contract import Action, Reason, format_timestamp
 from spored.ec2 import HIBERNATE_REFUSED_CODES, Ec2, Ec2CallError
 from spored.state import write_atomic
@@ -70,6 +71,22 @@ def request_poweroff(runtime: Path, *, reason: str) -> Path:
     write_atomic(path, json.dumps({"requested_at": format_timestamp(datetime.now(UTC)),
                                    "reason": reason}) + "\n", mode=0o644)
     return path
+
+
+def request_failsafe(runtime: Path, at: datetime | None) -> Path:
+    """Ask the root-side ``spored-failsafe.path`` to re-arm the OS failsafe at ``at`` (None: disarm,
+    the instance is not managed). The request is a file the agent user owns; see docs/failsafe.md."""
+    path = runtime / failsafe.REQUEST_FILE
+    write_atomic(path, failsafe.request_text(at), mode=0o644, durable=False)
+    return path
+
+
+def console(line: str) -> None:
+    """One line for the system console: the unit sends the agent's stderr to the journal and the
+    console (``StandardError=journal+console``); the controller reads it with GetConsoleOutput."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 class HookRun:

@@ -37,6 +37,8 @@ WRITE_TIMEOUT = 60.0
 # After a failed write: wait RETRY_MIN seconds, doubling up to RETRY_MAX, before the next attempt.
 RETRY_MIN = 60.0
 RETRY_MAX = 3600.0
+# EC2 tag values are at most 256 characters.
+MAX_TAG_VALUE = 256
 
 
 class AgentStatus(enum.StrEnum):
@@ -60,8 +62,11 @@ def derive(decision: Decision, obs: Observations, *, warned: bool, failing: bool
     return AgentStatus.READY
 
 
-def tag_value(status: AgentStatus, since: datetime) -> str:
-    return f"{status} {format_timestamp(since)}"
+def tag_value(status: AgentStatus, since: datetime, detail: str = "") -> str:
+    """``<state> <UTC timestamp>``, then `` <detail>`` when there is one (``permissions denied:
+    ec2:TerminateInstances``, from spored.permission_proof)."""
+    value = f"{status} {format_timestamp(since)}"
+    return f"{value} {detail}"[:MAX_TAG_VALUE] if detail else value
 
 
 @dataclass
@@ -70,20 +75,22 @@ class StatusTracker:
 
     current: AgentStatus | None = None
     since: datetime | None = None
+    detail: str = ""
     published: str | None = None  # the value last written successfully
     writing: str | None = None    # the value being written now
     retry_at: float = 0.0
     backoff: float = 0.0
 
-    def observe(self, status: AgentStatus, now: datetime) -> None:
+    def observe(self, status: AgentStatus, now: datetime, detail: str = "") -> None:
         if status != self.current:
             self.current, self.since = status, now
+        self.detail = detail
 
     def due(self, monotonic: float) -> str | None:
         """The value to write now, or None (unchanged, a write in flight, or backing off)."""
         if self.current is None or self.since is None or self.writing is not None:
             return None
-        value = tag_value(self.current, self.since)
+        value = tag_value(self.current, self.since, self.detail)
         if value == self.published or monotonic < self.retry_at:
             return None
         return value
@@ -117,10 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spored.agent_status")
     parser.add_argument("--region", required=True)
     parser.add_argument("--instance-id", required=True)
-    parser.add_argument("--value", required=True, help="'<state> <UTC timestamp>'")
+    parser.add_argument("--value", required=True, help="'<state> <UTC timestamp>[ <detail>]'")
     parser.add_argument("--endpoint", default="")
     args = parser.parse_args(argv)
-    state, _, stamp = args.value.partition(" ")
+    state, _, rest = args.value.partition(" ")
+    stamp = rest.split(" ", 1)[0]
     if state not in set(AgentStatus):
         parser.error(f"--value: {state!r} is not a state; accepted: {', '.join(AgentStatus)}")
     try:

@@ -74,18 +74,25 @@ class Config:
     pre_stop_timeout: timedelta = timedelta(seconds=90)
     # What to do when hibernate is refused: "stop" or "terminate".
     hibernate_fallback: Action = Action.STOP
-    # OS power-off when terminate is refused/unreachable for `backstop_after` past the deadline.
-    # Only the controller's launch config turns it on; never on by default.
-    backstop: bool = False
-    backstop_after: timedelta = timedelta(minutes=5)
+    # The fallback ladder: when the due action (terminate, stop or hibernate) is denied or keeps
+    # failing for `backstop_after` past its time, request an OS power-off. The instance's shutdown
+    # behaviour makes the power-off mean the lifecycle's action (terminate, or stop for stop and
+    # hibernate; a hibernate lifecycle loses its RAM state that way, and the agent logs it).
+    backstop: bool = True
+    backstop_after: timedelta = timedelta(minutes=2)
+    # The OS-level failsafe the user-data arms (a transient systemd timer that powers off): the
+    # agent keeps it at the deadline + `failsafe_grace`, or, without a deadline, at now + idle
+    # timeout + `failsafe_grace` (the "must be managed by" window). See docs/failsafe.md.
+    failsafe: bool = True
+    failsafe_grace: timedelta = timedelta(minutes=30)
     # Wall logged-in users before actions.
     wall: bool = True
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
 
 _DURATION_KEYS = {"tag_refresh", "tag_refresh_api", "spot_poll", "tick", "completion_delay", "boot_grace",
-                  "pre_stop_timeout", "backstop_after"}
-_BOOL_KEYS = {"dry_run", "backstop", "wall"}
+                  "pre_stop_timeout", "backstop_after", "failsafe_grace"}
+_BOOL_KEYS = {"dry_run", "backstop", "wall", "failsafe"}
 _STR_KEYS = {"imds_endpoint", "ec2_endpoint", "completion_marker", "pre_stop_hook"}
 
 

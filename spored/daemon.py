@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from spored import __version__, actions, logs
+from spored import __version__, actions, failsafe, logs
 from spored import config as config_mod
 from spored.agent_status import WRITE_TIMEOUT, StatusTracker, derive, spawn_writer
 from spored.config import Config
@@ -56,6 +56,7 @@ from spored.observe import (
     read_metadata_tags,
     read_notice,
 )
+from spored.permission_check import PermissionCheck
 from spored.probes import (
     Counters,
     Signals,
@@ -169,6 +170,8 @@ class Agent:
         self._status_tag = StatusTracker()
         self._status_writer: subprocess.Popen[bytes] | None = None
         self._status_writer_at = 0.0
+        self._permissions = PermissionCheck(self.runtime)
+        self._failsafe = failsafe.Keeper()
 
     # ---------------------------------------------------------------- observation
     def ec2(self) -> Ec2 | None:
@@ -353,7 +356,46 @@ class Agent:
         self.write_status()
         if not self.read_only:
             self.publish_status(final)
+            self._keep_safety_layers(final)
         return final
+
+    # ---------------------------------------------------------------- safety layers
+    def _keep_safety_layers(self, decision: Decision) -> None:
+        """The permission proof (a child, at start and when the lifecycle action changes) and the
+        OS failsafe's re-arm request. Only for a managed instance whose tags were read."""
+        monotonic = time.monotonic()
+        result = self._permissions.reap(monotonic)
+        if result is not None:
+            self.write_status()
+        policy = decision.policy
+        identity = self.identity
+        if isinstance(identity, Unknown) or policy.source != "tags":
+            return  # keep what was last requested: unknown data changes nothing
+        # One child at a time: each loads boto3, and two at once slow a small instance down.
+        if policy.managed and self._status_writer is None:
+            wanted = tuple(dict.fromkeys((policy.on_complete, policy.on_idle)))
+            if self._permissions.due(wanted, monotonic):
+                try:
+                    self._permissions.start(identity.region, identity.instance_id, wanted, monotonic,
+                                            self.config.ec2_endpoint)
+                    log.info("permissions.check_started", actions=[str(a) for a in wanted])
+                except OSError as exc:
+                    log.error("permissions.check_failed", error=exc.strerror)
+        if not self.config.failsafe:
+            return
+        at = failsafe.failsafe_at(deadline=policy.deadline, idle_timeout=policy.idle_timeout,
+                                  now=now_utc(), grace=self.config.failsafe_grace) if policy.managed else None
+        sliding = policy.managed and policy.deadline is None and at is not None
+        if not self._failsafe.due(at, sliding=sliding):
+            return
+        try:
+            path = actions.request_failsafe(self.runtime, at)
+        except OSError as exc:
+            log.error("failsafe.request_failed", error=exc.strerror)
+            return
+        self._failsafe.written(at, sliding=sliding)
+        log.info("failsafe.requested", at=_ts(at), path=str(path),
+                 window="sliding" if sliding else ("deadline + grace" if at else "none (not managed)"))
 
     def _warn(self, decision: Decision, message: str) -> None:
         if decision.action is None or decision.reason is None or decision.at is None:
@@ -474,7 +516,14 @@ class Agent:
         if decision.key is None or not self.config.backstop:
             return
         path = actions.request_poweroff(self.runtime, reason=decision.explanation)
-        log.error("backstop.poweroff_requested", path=str(path), why=decision.explanation)
+        behaviour = failsafe.shutdown_behaviour(decision.action) if decision.action else "terminate"
+        log.error("backstop.poweroff_requested", path=str(path), why=decision.explanation,
+                  action=str(decision.action), shutdown_behaviour=behaviour)
+        if decision.action is Action.HIBERNATE:
+            log.error("backstop.hibernate_state_lost",
+                      why="an OS power-off stops the instance without hibernating: RAM state is lost")
+        actions.console(f"spored: power-off requested: {decision.action} failed; "
+                        f"shutdown behaviour {behaviour}")
         self.state = replace(self.state, done={**self.state.done,
                                                f"backstop@{decision.key}": format_timestamp(now_utc())})
 
@@ -508,6 +557,8 @@ class Agent:
             "tags": {"source": self.tags_source,
                      "last_refresh": _ts(self.last_tag_refresh)},
             "last_error": self.last_error,
+            "permissions": self._permissions.result,
+            "failsafe_at": _ts(self._failsafe.requested),
             "problems": list(d.problems) if d else [],
             "next": None if d is None else {
                 "verb": str(d.verb), "action": str(d.action) if d.action else None,
@@ -524,9 +575,11 @@ class Agent:
         """spawn:agent-status on our own instance when the state changed; never waits for the write."""
         self._reap_status_writer()
         failure = self.state.failure
+        denied = self._permissions.denied
         status = derive(decision, self.observations(), warned=self._warning_key is not None,
-                        failing=failure is not None and failure.key == decision.key)
-        self._status_tag.observe(status, now_utc())
+                        failing=(failure is not None and failure.key == decision.key) or bool(denied))
+        self._status_tag.observe(status, now_utc(),
+                                 detail=(self._permissions.summary() or "") if denied else "")
         identity = self.identity
         if isinstance(identity, Unknown) or not decision.policy.managed:
             return  # never on an instance that is not ours to manage

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from spored.config import Config
 from spored.contract import Action, Reason, format_duration, format_remaining, format_timestamp
+from spored.failsafe import SHUTDOWN_BEHAVIOUR
 from spored.observe import Identity, Notice, Unknown
 from spored.policy import Policy, resolve
 from spored.probes import Signals
@@ -148,15 +149,16 @@ def decide(state: AgentState, obs: Observations, now: datetime, config: Config) 
         at, reason, action = due[0]
         key = plan_key(reason, at)
         failure = state.failure
-        if (config.backstop and action is Action.TERMINATE and failure is not None
-                and failure.key == key and failure.kind in ("denied", "unreachable")
-                and now >= at + config.backstop_after):
+        # The fallback ladder: the call is denied or keeps failing (any kind) -> OS power-off,
+        # which the instance's shutdown behaviour turns into the lifecycle's action.
+        if (config.backstop and failure is not None and failure.key == key
+                and now >= max(at, failure.since) + config.backstop_after):
             if f"backstop@{key}" in state.done:
                 return answer(Verb.NONE, f"power-off requested at {state.done[f'backstop@{key}']}",
                               action=action, reason=reason, at=at, key=key)
             return answer(Verb.BACKSTOP,
                           f"{action} failed ({failure.kind}) for {format_remaining(now - failure.since)}; "
-                          "requesting an OS power-off (shutdown behaviour: terminate)",
+                          f"requesting an OS power-off (shutdown behaviour: {SHUTDOWN_BEHAVIOUR[action]})",
                           action=action, reason=reason, at=at, key=key)
         if key in state.done:
             return answer(Verb.NONE, f"{action} already requested at {state.done[key]} ({reason}); "

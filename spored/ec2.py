@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from spored import __version__, logs
+from spored.contract import TAG_AGENT_STATUS
 from spored.errors import SpawnError, from_aws
 
 log = logs.get("spored.ec2")
@@ -116,8 +117,10 @@ class Ec2:
 
     def _call(self, operation: str, method: str, **params: Any) -> Any:
         self.calls += 1
+        dry_run = bool(params.get("DryRun"))
         log.info("aws.call", service="ec2", operation=operation, permission=PERMISSIONS[operation],
-                 instance_id=(params.get("InstanceIds") or params.get("Resources") or [None])[0])
+                 instance_id=(params.get("InstanceIds") or params.get("Resources") or [None])[0],
+                 **({"dry_run": True} if dry_run else {}))
         try:
             return getattr(self._ec2(), method)(**params)
         except Exception as exc:  # botocore's errors, translated at this one boundary
@@ -136,8 +139,9 @@ class Ec2:
                 kind = "unreachable"
             if type(exc).__name__ in _CREDENTIAL_FAILURES:
                 self._forget_client()
-            log.warning("aws.error", service="ec2", operation=operation, code=code, kind=kind,
-                        message=error.message)
+            if not (dry_run and code == "DryRunOperation"):  # DryRun's "allowed" is an error too
+                log.warning("aws.error", service="ec2", operation=operation, code=code, kind=kind,
+                            message=error.message)
             raise Ec2CallError(operation, kind, code, error) from None
 
     def describe_tags(self, instance_id: str) -> dict[str, str]:
@@ -164,3 +168,24 @@ class Ec2:
 
     def stop(self, instance_id: str, *, hibernate: bool = False) -> None:
         self._call("StopInstances", "stop_instances", InstanceIds=[instance_id], Hibernate=hibernate)
+
+    def dry_run(self, operation: str, instance_id: str, *, hibernate: bool = False) -> str:
+        """The error code EC2 answers a ``DryRun=True`` call with on our own instance:
+        ``DryRunOperation`` (allowed), ``UnauthorizedOperation`` (denied) or anything else
+        (inconclusive). Never changes anything."""
+        params: dict[str, Any]
+        if operation == "CreateTags":
+            params = {"Resources": [instance_id], "Tags": [{"Key": TAG_AGENT_STATUS, "Value": "ready"}]}
+        elif operation == "StopInstances":
+            params = {"InstanceIds": [instance_id], "Hibernate": hibernate}
+        elif operation == "TerminateInstances":
+            params = {"InstanceIds": [instance_id]}
+        else:
+            raise ValueError(f"no DryRun check for {operation}")
+        method = {"CreateTags": "create_tags", "StopInstances": "stop_instances",
+                  "TerminateInstances": "terminate_instances"}[operation]
+        try:
+            self._call(operation, method, DryRun=True, **params)
+        except Ec2CallError as exc:
+            return exc.code
+        return "NoDryRunAnswer"

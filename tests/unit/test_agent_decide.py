@@ -25,8 +25,8 @@ MANAGED = {"spawn:managed": "true"}
 TTL_KEY = "ttl-expired@2026-11-28T13:00:00Z"
 
 
-def failed(kind: str) -> AgentState:
-    return AgentState(failure=ActFailure(TTL_KEY, kind, at(60), kind))
+def failed(kind: str, *, key: str = TTL_KEY) -> AgentState:
+    return AgentState(failure=ActFailure(key, kind, at(60), kind))
 
 CFG = Config(pre_stop_hook="/usr/local/bin/checkpoint")
 
@@ -135,18 +135,24 @@ CASES = [
     Case("extended deadline is a new plan", {**MANAGED, "spawn:expires-at": "2026-11-28T13:30:00Z"}, at(91),
          Verb.ACT, Action.TERMINATE, Reason.TTL_EXPIRED, at(90),
          state=AgentState(done={"ttl-expired@2026-11-28T13:00:00Z": "x"})),
-    Case("denied past backstop_after with backstop on: power off", TTL1H, at(66), Verb.BACKSTOP,
-         Action.TERMINATE, Reason.TTL_EXPIRED, at(60), config=replace(CFG, backstop=True),
-         state=failed("denied")),
-    Case("denied but backstop off (default): keep trying", TTL1H, at(66), Verb.ACT, Action.TERMINATE,
-         Reason.TTL_EXPIRED, at(60),
-         state=failed("denied")),
-    Case("unreachable, not yet backstop_after: keep trying", TTL1H, at(62), Verb.ACT, Action.TERMINATE,
-         Reason.TTL_EXPIRED, at(60), config=replace(CFG, backstop=True),
-         state=failed("unreachable")),
-    Case("backstop never for stop", {**TTL1H, "spawn:on-complete": "stop"}, at(70), Verb.ACT, Action.STOP,
-         Reason.TTL_EXPIRED, at(60), config=replace(CFG, backstop=True),
-         state=failed("denied")),
+    Case("denied past backstop_after (on by default): power off", TTL1H, at(66), Verb.BACKSTOP,
+         Action.TERMINATE, Reason.TTL_EXPIRED, at(60), state=failed("denied")),
+    Case("denied but backstop turned off: keep trying", TTL1H, at(66), Verb.ACT, Action.TERMINATE,
+         Reason.TTL_EXPIRED, at(60), config=replace(CFG, backstop=False), state=failed("denied")),
+    Case("unreachable, not yet backstop_after: keep trying", TTL1H, at(61), Verb.ACT, Action.TERMINATE,
+         Reason.TTL_EXPIRED, at(60), state=failed("unreachable")),
+    Case("the delay counts from the first failure (an agent that started late still retries)",
+         {**TTL1H, "spawn:on-complete": "stop"}, at(63), Verb.ACT, Action.STOP, Reason.TTL_EXPIRED, at(60),
+         state=AgentState(failure=ActFailure(TTL_KEY, "denied", at(62), "denied"))),
+    Case("the ladder covers stop", {**TTL1H, "spawn:on-complete": "stop"}, at(63), Verb.BACKSTOP,
+         Action.STOP, Reason.TTL_EXPIRED, at(60), state=failed("denied")),
+    Case("the ladder covers hibernate", {**TTL1H, "spawn:on-complete": "hibernate"}, at(63), Verb.BACKSTOP,
+         Action.HIBERNATE, Reason.TTL_EXPIRED, at(60), state=failed("denied")),
+    Case("an API that keeps failing (not denied) ends the same way", {**TTL1H, "spawn:on-complete": "stop"},
+         at(63), Verb.BACKSTOP, Action.STOP, Reason.TTL_EXPIRED, at(60), state=failed("error")),
+    Case("the ladder for an idle stop", {**MANAGED, "spawn:idle-timeout": "30m", "spawn:on-idle": "stop"},
+         at(93), Verb.BACKSTOP, Action.STOP, Reason.IDLE, at(90), signals=QUIET,
+         state=replace(failed("denied", key="idle@2026-11-28T13:30:00Z"), idle_since=at(60))),
 ]
 
 

@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PURE = (
     "spored.contract", "spored.errors", "spored.config", "spored.decide", "spored.policy",
+    "spored.failsafe", "spored.permission_proof",
     "controller.iam.templates", "controller.iam.agent_policy", "controller.iam.document",
     "controller.iam.compose", "controller.launch.plan", "controller.launch.userdata",
 )
