@@ -68,7 +68,9 @@ ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "aarch64", "aar
 # Used when SOURCE_DATE_EPOCH is not set: the earliest time a zip (wheel) can hold.
 DEFAULT_EPOCH = 315532800  # 1980-01-01
 AGENT_NAME = "spored"
-UNIT_FILES = ("spored.service", "spored-poweroff.path", "spored-poweroff.service")
+UNIT_FILES = ("spored.service", "spored-poweroff.path", "spored-poweroff.service",
+              "spored-failsafe.path", "spored-failsafe.service", "spored-failed.timer",
+              "spored-failed.service")
 # Bump when the layout changes: part of the cache key.
 FORMAT = 2
 _PURE = re.compile(r"-py3-none-any\.whl$|-py2\.py3-none-any\.whl$")

@@ -14,7 +14,7 @@
 # locked dependencies) into it with `pip install --no-index` from the bundle's wheelhouse,
 # links BINDIR/spored, creates the system user and group `spored` (and adds the image's default
 # user to the group so it may run `spored complete`), installs the units, reloads systemd,
-# enables spored.service and spored-poweroff.path and (re)starts them. Without a running systemd (an image being built, a
+# enables spored.service, spored-poweroff.path and spored-failsafe.path and (re)starts them. Without a running systemd (an image being built, a
 # chroot) the units are enabled offline and not started.
 #
 # Environment (defaults are the real locations):
@@ -51,7 +51,8 @@ prefix="${SPORED_PREFIX:-/opt/spored}"
 bindir="${SPORED_BINDIR:-/usr/local/bin}"
 unitdir="${SPORED_UNITDIR:-/etc/systemd/system}"
 members="${SPORED_GROUP_MEMBERS:-ec2-user ubuntu admin}"
-units="spored.service spored-poweroff.path spored-poweroff.service"
+units="spored.service spored-poweroff.path spored-poweroff.service spored-failsafe.path
+       spored-failsafe.service spored-failed.timer spored-failed.service"
 
 # --- verify-then-extract mode ------------------------------------------------------------
 if [ -n "$sha256" ] || [ -n "$tarball" ]; then
@@ -188,14 +189,14 @@ for unit in $units; do
 done
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
-    systemctl enable spored.service spored-poweroff.path >&2
+    systemctl enable spored.service spored-poweroff.path spored-failsafe.path >&2
     if [ "$start" = yes ]; then
-        systemctl start spored-poweroff.path
+        systemctl start spored-poweroff.path spored-failsafe.path
         systemctl restart spored.service
         log "spored.service (re)started"
     fi
 else
-    systemctl --root="${root:-/}" enable spored.service spored-poweroff.path >&2
+    systemctl --root="${root:-/}" enable spored.service spored-poweroff.path spored-failsafe.path >&2
     log "systemd is not running here: units installed and enabled, not started"
 fi
 for old in "$venvs"/*; do   # after the restart: the old agent ran from these

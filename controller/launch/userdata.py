@@ -70,32 +70,92 @@ def user_data_type(data: bytes) -> str:
                           "cloud-init header: #cloud-boothook, #include, #part-handler)")
 
 
+# The failsafe helper, written by the install script before anything else (see docs/failsafe.md).
+# `arm EPOCH` (re)creates the transient timer spawn-failsafe.timer that powers the machine off at
+# EPOCH (UTC seconds, at least 60 s from now); `rearm` does the same at the time the agent asked
+# for in /run/spored/failsafe (spored-failsafe.path runs it), only when that file is a regular
+# file of user spored (stat does not follow links); `disarm` stops it. Integers only: the
+# controller computed EPOCH, and a request is refused unless it is digits or "none".
+FAILSAFE_HELPER = """\
+#!/bin/sh
+# spawn-failsafe: the OS-level power-off that needs no agent. Written by spawn's user-data.
+set -eu
+REQUEST=/run/spored/failsafe
+UNIT=spawn-failsafe
+say() { printf 'spawn-failsafe: %s\\n' "$*"; }
+stop_timer() {
+    systemctl stop "$UNIT.timer" >/dev/null 2>&1 || true
+    systemctl reset-failed "$UNIT.timer" "$UNIT.service" >/dev/null 2>&1 || true
+}
+arm() {
+    at=$1
+    now=$(date +%s)
+    [ "$at" -ge $((now + 60)) ] || at=$((now + 60))
+    when=$(date -u -d "@$at" '+%Y-%m-%d %H:%M:%S UTC')
+    stop_timer
+    if systemd-run --quiet --unit="$UNIT" --on-calendar="$when" --timer-property=AccuracySec=1s \\
+            --description="spawn failsafe: power off unless spored moves it" systemctl poweroff; then
+        say "power-off armed for $when ($UNIT.timer)"
+    else
+        shutdown -P "+$(( (at - now + 59) / 60 ))" "spawn failsafe"
+        say "power-off armed for $when (shutdown -P)"
+    fi
+}
+case "${1:-}" in
+arm)
+    case "${2:-}" in ''|*[!0-9]*) say "usage: spawn-failsafe arm EPOCH_SECONDS" >&2; exit 2 ;; esac
+    arm "$2" ;;
+disarm)
+    stop_timer
+    say "disarmed" ;;
+rearm)
+    if [ "$(stat -c '%U %F' "$REQUEST" 2>/dev/null)" != "spored regular file" ]; then
+        say "ignoring $REQUEST: not a regular file of user spored" >&2
+        exit 1
+    fi
+    line=$(head -c 32 "$REQUEST" | head -n 1)
+    case "$line" in
+    none) stop_timer; say "disarmed: spored says this instance is not managed" ;;
+    ''|*[!0-9]*) say "ignoring $REQUEST: not epoch seconds or none" >&2; exit 1 ;;
+    *) arm "$line" ;;
+    esac ;;
+*) say "usage: spawn-failsafe arm EPOCH | rearm | disarm" >&2; exit 2 ;;
+esac
+"""
+FAILSAFE_HELPER_PATH = "/usr/local/sbin/spawn-failsafe"
+
 _INSTALL_SCRIPT = """\
 #!/bin/sh
-# Written by spawn: install and start the spored agent before anything else on this instance.
-# Holds no tag value or name: only base64 data, a sha256 and numbers computed by the controller.
+# Written by spawn: arm the failsafe, then install and start the spored agent, before anything
+# else on this instance. Holds no tag value or name: only base64 data, a sha256 and integers
+# computed by the controller.
 set -eu
 umask 022
+FAILSAFE_AT='{failsafe_at}'
 BUNDLE_URL_B64='{url_b64}'
 BUNDLE_SHA256='{sha256}'
 CONFIG_B64='{config_b64}'
-FAILSAFE_MINUTES='{failsafe_minutes}'
+FAILSAFE_B64='{helper_b64}'
 
 log() {{ printf 'spawn-install: %s\\n' "$*" | tee /dev/console >&2 2>/dev/null || true; }}
 
-failsafe() {{
+# 1. Before any download: the OS-level failsafe (a power-off the agent re-arms when it runs).
+printf '%s' "$FAILSAFE_B64" | base64 -d > {helper_path}.new
+chmod 0755 {helper_path}.new
+mv -f {helper_path}.new {helper_path}
+if [ "$FAILSAFE_AT" -gt 0 ]; then
+    {helper_path} arm "$FAILSAFE_AT" 2>&1 | tee /dev/console >&2 2>/dev/null || true
+else
+    log "no failsafe: launched with --no-timeout"
+fi
+
+failed() {{
     status=$?
     [ "$status" -eq 0 ] && return 0
-    log "agent install FAILED (exit $status)"
-    if [ "$FAILSAFE_MINUTES" -gt 0 ]; then
-        # No agent means no enforcement: power off at the deadline instead (the instance's
-        # shutdown behaviour is terminate for terminate lifecycles).
-        log "failsafe: powering off in $FAILSAFE_MINUTES minutes"
-        shutdown -P "+$FAILSAFE_MINUTES" "spawn: agent install failed" || true
-    fi
+    log "agent install FAILED (exit $status); the failsafe stays armed"
     return "$status"
 }}
-trap failsafe EXIT
+trap failed EXIT
 
 work=$(mktemp -d /var/tmp/spored-install.XXXXXX)
 url=$(printf '%s' "$BUNDLE_URL_B64" | base64 -d)
@@ -138,19 +198,23 @@ log "agent installed and started"
 """
 
 
-def install_script(bundle: BundleRef, config_toml: str, failsafe_minutes: int = 0) -> str:
-    """Part 1: the agent install script (shell with no user-controlled text in it)."""
+def install_script(bundle: BundleRef, config_toml: str, failsafe_at: int = 0) -> str:
+    """Part 1: the agent install script (shell with no user-controlled text in it).
+
+    ``failsafe_at``: epoch seconds of the OS power-off armed first (0: none, ``--no-timeout``)."""
     if not _URL.match(bundle.url):
         raise ValidationError("--agent-bundle", f"{bundle.url!r} is not an accepted URL")
     if not _HEX64.match(bundle.sha256):
         raise ValueError("bundle sha256 must be 64 lowercase hex digits")
-    if not isinstance(failsafe_minutes, int) or failsafe_minutes < 0:
-        raise ValueError("failsafe_minutes must be a non-negative integer")
+    if type(failsafe_at) is not int or not (failsafe_at == 0 or 10**9 <= failsafe_at < 10**11):
+        raise ValueError("failsafe_at must be 0 or epoch seconds")
     return _INSTALL_SCRIPT.format(
+        failsafe_at=failsafe_at,
         url_b64=base64.b64encode(bundle.url.encode()).decode("ascii"),
         sha256=bundle.sha256,
         config_b64=base64.b64encode(config_toml.encode()).decode("ascii"),
-        failsafe_minutes=failsafe_minutes,
+        helper_b64=base64.b64encode(FAILSAFE_HELPER.encode()).decode("ascii"),
+        helper_path=FAILSAFE_HELPER_PATH,
     )
 
 
@@ -164,11 +228,11 @@ def _part(mime: str, payload: bytes, filename: str) -> MIMEBase:
 
 
 def render(bundle: BundleRef, config_toml: str, user_data: bytes | None = None,
-           *, failsafe_minutes: int = 0) -> bytes:
+           *, failsafe_at: int = 0) -> bytes:
     """The complete user-data, as bytes EC2 will store (gzipped when it must be)."""
     doc = MIMEMultipart("mixed", boundary=BOUNDARY, policy=compat32)
     doc.attach(_part("text/x-shellscript",
-                     install_script(bundle, config_toml, failsafe_minutes).encode(), INSTALL_PART_NAME))
+                     install_script(bundle, config_toml, failsafe_at).encode(), INSTALL_PART_NAME))
     if user_data is not None:
         doc.attach(_part(user_data_type(user_data), user_data, USER_PART_NAME))
     raw = doc.as_bytes()

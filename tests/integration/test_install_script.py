@@ -75,10 +75,12 @@ def test_install_creates_venv_user_units_and_is_idempotent(extracted: Path, root
     assert run.returncode == 0, run.stderr
     assert os.readlink(root / "usr/local/bin/spored") == "/opt/spored/venv/bin/spored"
     units = root / "etc/systemd/system"
-    for unit in ("spored.service", "spored-poweroff.path", "spored-poweroff.service"):
+    for unit in ("spored.service", "spored-poweroff.path", "spored-poweroff.service", "spored-failsafe.path",
+                 "spored-failsafe.service", "spored-failed.timer", "spored-failed.service"):
         assert (units / unit).read_text() == (extracted / "systemd" / unit).read_text()
     wants = units / "multi-user.target.wants"
-    assert sorted(p.name for p in wants.iterdir()) == ["spored-poweroff.path", "spored.service"]
+    assert sorted(p.name for p in wants.iterdir()) == ["spored-failsafe.path", "spored-poweroff.path",
+                                                       "spored.service"]
     passwd = (root / "etc/passwd").read_text()
     group = (root / "etc/group").read_text()
     spored_user = [line for line in passwd.splitlines() if line.startswith("spored:")]
@@ -92,7 +94,8 @@ def test_install_creates_venv_user_units_and_is_idempotent(extracted: Path, root
     assert "already installed" in second.stderr
     assert (root / "etc/passwd").read_text() == passwd
     assert (root / "etc/group").read_text() == group
-    assert sorted(p.name for p in wants.iterdir()) == ["spored-poweroff.path", "spored.service"]
+    assert sorted(p.name for p in wants.iterdir()) == ["spored-failsafe.path", "spored-poweroff.path",
+                                                       "spored.service"]
     run = subprocess.run([str(spored), "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
 

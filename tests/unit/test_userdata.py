@@ -6,6 +6,7 @@ import base64
 import gzip
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,7 @@ def test_without_user_data_there_is_one_part() -> None:
 
 
 def test_script_holds_only_encoded_values_and_the_config_round_trips() -> None:
-    script = userdata.install_script(BUNDLE, TOML, failsafe_minutes=90)
+    script = userdata.install_script(BUNDLE, TOML, failsafe_at=1_800_000_000)
     assert BUNDLE.url not in script  # the URL (with & and %) never appears raw in shell
     assert f"BUNDLE_SHA256='{SHA}'" in script
     config_b64 = script.split("CONFIG_B64='")[1].split("'")[0]
@@ -48,7 +49,7 @@ def test_script_holds_only_encoded_values_and_the_config_round_trips() -> None:
     assert base64.b64decode(config_b64).decode() == TOML
     assert base64.b64decode(url_b64).decode() == BUNDLE.url
     assert agent_config.parse(base64.b64decode(config_b64).decode()).backstop is True
-    assert "FAILSAFE_MINUTES='90'" in script
+    assert "FAILSAFE_AT='1800000000'" in script
 
 
 def test_install_script_is_valid_posix_sh() -> None:
@@ -98,3 +99,65 @@ def test_user_data_cloud_init_would_ignore_is_refused(data: bytes) -> None:
     with pytest.raises(ValidationError) as err:
         userdata.user_data_type(data)
     assert err.value.field == "--user-data"
+
+
+def test_the_failsafe_is_armed_before_any_download() -> None:
+    script = userdata.install_script(BUNDLE, TOML, failsafe_at=1_800_000_000)
+    arm = script.index(f'{userdata.FAILSAFE_HELPER_PATH} arm "$FAILSAFE_AT"')
+    assert arm < script.index("curl ") and arm < script.index("base64 -d > /etc/spored")
+    helper = base64.b64decode(script.split("FAILSAFE_B64='")[1].split("'")[0]).decode()
+    assert helper == userdata.FAILSAFE_HELPER
+
+
+@pytest.mark.parametrize("value", ["$(reboot)", -1, 12, 1.8e9, True])
+def test_the_failsafe_time_must_be_epoch_seconds(value: object) -> None:
+    with pytest.raises(ValueError, match="failsafe_at"):
+        userdata.install_script(BUNDLE, TOML, failsafe_at=value)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def helper(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The failsafe helper with systemd-run/systemctl/shutdown replaced by recorders."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "calls"
+    for name in ("systemd-run", "systemctl", "shutdown"):
+        stub = bindir / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{calls}"\n')
+        stub.chmod(0o755)
+    script = tmp_path / "spawn-failsafe"
+    script.write_text(userdata.FAILSAFE_HELPER.replace("/run/spored/failsafe", str(tmp_path / "request")))
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "LANG": "C"}
+    return script, calls, env
+
+
+def test_failsafe_helper_arms_a_transient_timer_at_the_time_given(
+        helper: tuple[Path, Path, dict[str, str]]) -> None:
+    script, calls, env = helper
+    proc = subprocess.run(["sh", str(script), "arm", "1800000000"], env=env, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    run = [line for line in calls.read_text().splitlines() if line.startswith("systemd-run")]
+    assert run == ["systemd-run --quiet --unit=spawn-failsafe --on-calendar=2027-01-15 08:00:00 UTC "
+                   "--timer-property=AccuracySec=1s --description=spawn failsafe: power off unless "
+                   "spored moves it systemctl poweroff"]
+    assert "power-off armed for 2027-01-15 08:00:00 UTC" in proc.stdout
+
+
+def test_failsafe_helper_refuses_a_request_not_written_by_spored(
+        helper: tuple[Path, Path, dict[str, str]], tmp_path: Path) -> None:
+    script, calls, env = helper
+    (tmp_path / "request").write_text("1800000000\n")  # owned by the test's user, not spored
+    proc = subprocess.run(["sh", str(script), "rearm"], env=env, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 1 and "not a regular file of user spored" in proc.stderr
+    assert not calls.exists()
+
+
+@pytest.mark.parametrize("argv", [["arm", "$(id)"], ["arm", ""], ["arm", "12h"], ["bogus"]])
+def test_failsafe_helper_refuses_anything_but_digits(helper: tuple[Path, Path, dict[str, str]],
+                                                     argv: list[str]) -> None:
+    script, calls, env = helper
+    proc = subprocess.run(["sh", str(script), *argv], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert not calls.exists()
