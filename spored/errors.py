@@ -17,6 +17,7 @@ class ExitStatus(enum.IntEnum):
     AWS = 4
     PREFLIGHT = 5
     SELFTEST = 6
+    AGENT_UNCONFIRMED = 7
     INTERRUPTED = 130
 
 
@@ -30,6 +31,9 @@ EXIT_DESCRIPTIONS: dict[ExitStatus, str] = {
                           "says how to fix it)",
     ExitStatus.SELFTEST: "`spawn selftest`: a stage failed (its fix is printed); everything the run "
                          "created was removed",
+    ExitStatus.AGENT_UNCONFIRMED: ("`spawn launch`: the instance runs (kept), but its agent was not "
+                                   "confirmed within the wait or reports denied permissions; the failsafe "
+                                   "powers it off at the time printed unless the agent reports"),
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

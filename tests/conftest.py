@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,49 @@ def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mo
     yield moto_server
     with contextlib.suppress(Exception):
         moto_server.enforce_iam(False)
+
+
+@pytest.fixture
+def console_outputs(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Per-instance console text for GetConsoleOutput. moto (in this process) answers every
+    instance with one fixed sample text (moto.ec2.responses.general.SAMPLE_CONSOLE_OUTPUT), so
+    the tests fill this dict with what the instance's console would show."""
+    from moto.core.responses import ActionResult
+    from moto.core.types import Base64EncodedString
+    from moto.core.utils import utcnow
+    from moto.ec2.responses import general
+
+    texts: dict[str, str] = {}
+
+    def answer(self: Any) -> Any:
+        instance = self.ec2_backend.get_instance(self._get_param("InstanceId"))
+        text = texts.get(instance.id, general.SAMPLE_CONSOLE_OUTPUT)
+        return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(),
+                             "Output": Base64EncodedString.from_raw_string(text)})
+
+    monkeypatch.setattr(general.General, "get_console_output", answer)
+    return texts
+
+
+@pytest.fixture
+def ec2_denials_like_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under IAM enforcement moto answers a denied EC2 call with ``AccessDenied``; EC2 answers
+    ``UnauthorizedOperation`` ("You are not authorized to perform this operation", EC2 API
+    Reference, Common client error codes; also what DryRun returns when the call would be denied).
+    Model AWS here, so the agent's permission proof sees what it would see on EC2."""
+    from moto.core import exceptions
+
+    original = exceptions.AccessDeniedError.__init__
+
+    def init(self: Any, user_arn: str, action: str) -> None:
+        if not action.startswith("ec2:"):
+            original(self, user_arn, action)
+            return
+        exceptions._RESTError.__init__(
+            self, "UnauthorizedOperation",
+            f"You are not authorized to perform this operation. User: {user_arn} action: {action}")
+
+    monkeypatch.setattr(exceptions.AccessDeniedError, "__init__", init)
 
 
 @pytest.fixture(autouse=True)

@@ -58,9 +58,16 @@ def _list(args: argparse.Namespace, out: Output) -> int:
 
 # --- status -----------------------------------------------------------------------------
 def _status(args: argparse.Namespace, out: Output) -> int:
+    from controller import aws
+    from controller.lifecycle.connect import console_output
     from controller.lifecycle.status import STATUS_FIELDS, status
 
-    result = status(_one(args))
+    found = _one(args)
+    # The console carries the agent's permission status even when its CreateTags is denied (EC2
+    # keeps the last console output of a stopped instance too).
+    console = console_output(aws.client("ec2", found.region), found.instance_id) \
+        if found.state != "pending" else None
+    result = status(found, console=console)
 
     def human(stream: TextIO) -> None:
         for key in STATUS_FIELDS:
@@ -164,8 +171,13 @@ def _config(args: argparse.Namespace, out: Output) -> int:
         out.result(got, lambda s: s.writelines([f"{'(unset)' if got['value'] is None else got['value']}\n"]))
     else:
         done = config.set_value(found, args.key, args.value)
-        out.result(done, lambda s: s.writelines(f"{found.instance_id}: {k} = {v}\n"
-                                                for k, v in done["set"].items()))
+        def human(stream: TextIO) -> None:
+            stream.writelines(f"{found.instance_id}: {k} = {v}\n" for k, v in done["set"].items())
+            if "shutdown_behaviour" in done:
+                stream.write(f"{found.instance_id}: shutdown behaviour = {done['shutdown_behaviour']} "
+                             "(what an OS power-off does)\n")
+
+        out.result(done, human)
     return 0
 
 

@@ -25,9 +25,12 @@ from controller.launch import agent_source, ami, keys, netsec, pricing, userdata
 from controller.launch import flags as launch_flags
 from controller.launch.flags import LaunchFlags
 from controller.launch.plan import ImageFacts, InstanceTypeFacts, LaunchFacts, LaunchPlan, build, printable
+from controller.lifecycle.connect import console_output
+from controller.lifecycle.view import agent_health, agent_permissions, tags_of
 from controller.output import Output
 from spored.contract import TAG_AGENT_STATUS, format_remaining, format_timestamp
-from spored.errors import SpawnError, from_aws
+from spored.errors import ExitStatus, SpawnError, from_aws
+from spored.failsafe import shutdown_behaviour
 
 STEPS = ("validate", "AMI", "agent bundle", "IAM", "SSH & network", "launch", "running", "agent ready")
 RUNNING_WAIT = {"Delay": 5, "MaxAttempts": 120}      # up to 10 minutes
@@ -169,13 +172,15 @@ def _profile_placeholder(g: Gathered) -> str:
 
 def make_plan(g: Gathered, *, key_name: str | None, group_ids: tuple[str, ...], profile_arn: str | None,
               role_name: str | None, now: datetime) -> tuple[LaunchPlan, bytes]:
-    from controller.launch.plan import agent_config_for, failsafe_minutes
+    from controller.launch.plan import agent_config_for, failsafe_time
     from spored.config import render as render_config
+    from spored.failsafe import epoch_for_user_data
 
     assert g.source is not None  # noqa: S101 - set before planning
     toml = render_config(agent_config_for(g.flags, now))
+    at = failsafe_time(g.flags, now)
     data = userdata.render(userdata.BundleRef(g.source.url, g.source.sha256), toml, g.flags.user_data,
-                           failsafe_minutes=failsafe_minutes(g.flags))
+                           failsafe_at=epoch_for_user_data(at) if at is not None else 0)
     facts = LaunchFacts(region=g.region, type_facts=g.type_facts, image=g.image,
                         launched_by=_tag_safe(g.caller_arn), key_name=key_name,
                         security_group_ids=group_ids, subnet_id=g.subnet_id, profile_arn=profile_arn,
@@ -353,18 +358,30 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None], *,
         raise
 
     agent = "not waited for (--no-wait)"
+    confirmed: bool | None = None
+    instances = _describe(ec2, ids)
     if not lf.no_wait:
         update("agent ready", f"waiting up to {format_remaining(lf.wait_agent)} for {TAG_AGENT_STATUS}")
         try:
             _agent_waiter(ec2, lf.wait_agent.total_seconds()).wait(InstanceIds=ids)
-            agent = "ready"
+            agent, confirmed = "ready", True
         except Exception as exc:
             if type(exc).__name__ != "WaiterError":
                 raise from_aws(exc, action="waiting for the agent") from exc
-            agent = f"not confirmed after {format_remaining(lf.wait_agent)}"
-        update("agent ready", f"done: {agent}" if agent == "ready" else agent)
-    instances = _describe(ec2, ids)
-    return _summary(g, plan, instances, agent, ledger, seconds=time.monotonic() - started)
+            agent, confirmed = f"not confirmed after {format_remaining(lf.wait_agent)}", False
+        instances = _describe(ec2, ids)
+        # A denial the agent reported (its tag, else the console when CreateTags is denied too).
+        for inst in instances:
+            tags = tags_of(inst)
+            console = None if TAG_AGENT_STATUS in tags else console_output(ec2, str(inst["InstanceId"]))
+            permissions = agent_permissions(tags, console)
+            if permissions is not None and permissions["verdict"] == "denied":
+                agent, confirmed = agent_health(tags, console), False
+                break
+        update("agent ready", f"done: {agent}" if confirmed else agent)
+    result = _summary(g, plan, instances, agent, ledger, seconds=time.monotonic() - started)
+    result["agent_confirmed"] = confirmed
+    return result
 
 
 def _report_rollback(out: Output, removed: list[str], failed: list[str], kept: list[str],
@@ -398,6 +415,9 @@ def _summary(g: Gathered, plan: LaunchPlan, instances: list[dict[str, Any]], age
             "connect": f"spawn connect {i['InstanceId']} --region {g.region}",
         } for i in instances],
         "deadline": format_timestamp(plan.deadline) if plan.deadline else None,
+        # The OS-level failsafe the user-data armed first (None only with --no-timeout).
+        "failsafe_at": format_timestamp(plan.failsafe_at) if plan.failsafe_at else None,
+        "shutdown_behaviour": shutdown_behaviour(g.flags.on_complete),
         "time_left": format_remaining(plan.deadline - now) if plan.deadline else None,
         "idle_timeout": tags.get("spawn:idle-timeout"),
         "on_complete": g.flags.on_complete.value,
@@ -425,6 +445,8 @@ def render_summary(result: dict[str, Any], stream: TextIO) -> None:
     if result["idle_timeout"]:
         stream.write(f"idle timeout: {result['idle_timeout']}, then {result['on_complete']}\n")
     stream.write(f"agent: {result['agent']}\n")
+    if result.get("agent_confirmed") is False:
+        stream.write(armed_line(result) + "\n")
     first = result["instances"][0]["instance_id"] if result["instances"] else "ID"
     stream.write(f"connect: spawn connect {first} --region {result['region']} "
                  f"(as {result['ssh_user']})\n")
@@ -435,12 +457,22 @@ def render_summary(result: dict[str, Any], stream: TextIO) -> None:
         stream.write("reused: " + "; ".join(result["kept"]) + "\n")
 
 
+def armed_line(result: dict[str, Any]) -> str:
+    """What ends the instance when its agent is not confirmed."""
+    if result.get("failsafe_at"):
+        return (f"failsafe: will power off at {result['failsafe_at']} (then {result['shutdown_behaviour']}) "
+                "unless the agent reports; `spawn status` shows it")
+    return "failsafe: none (--no-timeout): nothing ends this instance but you (`spawn terminate`)"
+
+
 def run(args: argparse.Namespace, out: Output) -> int:
     if getattr(args, "use_defaults_file", True):  # the sandbox launches without the user's defaults
         from controller import defaults
 
         defaults.apply(args)  # flags > environment > ~/.config/spawn/config.toml > built-in
     lf = launch_flags.validate(args)
+    if args.no_timeout:
+        out.warn("--no-timeout: no failsafe is armed; the instance runs until you end it")
     if lf.timeout_defaulted:
         out.warn("no --ttl or --idle-timeout: an idle timeout of 1h applies (--no-timeout to allow none)")
     if lf.ssh_from_defaulted:
@@ -458,4 +490,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if result is None:
         return dry_run(g, out)
     out.result(result, lambda stream: render_summary(result, stream))
+    if result.get("agent_confirmed") is False:
+        out.warn(f"agent: {result['agent']}; {armed_line(result)}")
+        return ExitStatus.AGENT_UNCONFIRMED
     return 0

@@ -13,6 +13,7 @@ from typing import Any
 
 from controller.launch.flags import LaunchFlags
 from spored import config as agent_config
+from spored import failsafe
 from spored.contract import (
     MANAGED_VALUE,
     TAG_EXPIRES_AT,
@@ -23,7 +24,6 @@ from spored.contract import (
     TAG_ON_COMPLETE,
     TAG_ROLE,
     TAG_TTL,
-    Action,
     format_duration,
     format_timestamp,
 )
@@ -71,6 +71,7 @@ class LaunchPlan:
     tags: dict[str, str]
     deadline: datetime | None
     config_toml: str
+    failsafe_at: datetime | None = None
     run_instances: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,9 +94,9 @@ def lifecycle_tags(flags: LaunchFlags, now: datetime, *, launched_by: str,
 
 
 def agent_config_for(flags: LaunchFlags, now: datetime) -> agent_config.Config:
-    """The launch-time fallback copy of the lifecycle, and the backstop for terminate lifecycles."""
+    """The launch-time fallback copy of the lifecycle. The fallback ladder (``backstop``) and the
+    failsafe keeper are on by default for every lifecycle."""
     return agent_config.Config(
-        backstop=flags.on_complete is Action.TERMINATE,
         lifecycle=agent_config.Lifecycle(
             ttl=flags.ttl,
             expires_at=(now + flags.ttl) if flags.ttl is not None else None,
@@ -105,15 +106,12 @@ def agent_config_for(flags: LaunchFlags, now: datetime) -> agent_config.Config:
     )
 
 
-def failsafe_minutes(flags: LaunchFlags) -> int:
-    """Minutes after which an instance whose agent failed to install powers itself off.
-
-    Only terminate lifecycles with a TTL: there, powering off terminates (shutdown behaviour),
-    which is what the agent would have done at the deadline anyway.
-    """
-    if flags.on_complete is not Action.TERMINATE or flags.ttl is None:
-        return 0
-    return max(1, math.ceil(flags.ttl.total_seconds() / 60))
+def failsafe_time(flags: LaunchFlags, now: datetime) -> datetime | None:
+    """When the OS powers the instance off if no agent ever manages it (spored.failsafe):
+    the deadline + grace for TTL lifecycles, launch + idle timeout + grace without a TTL, none
+    only with ``--no-timeout``. The shutdown behaviour makes it the lifecycle's action."""
+    deadline = now + flags.ttl if flags.ttl is not None else None
+    return failsafe.failsafe_at(deadline=deadline, idle_timeout=flags.idle_timeout, now=now)
 
 
 def check_type(flags: LaunchFlags, facts: InstanceTypeFacts) -> None:
@@ -148,8 +146,8 @@ def build(flags: LaunchFlags, facts: LaunchFacts, user_data: bytes, now: datetim
             {"ResourceType": "instance", "Tags": tag_list},
             {"ResourceType": "volume", "Tags": tag_list},
         ],
-        "InstanceInitiatedShutdownBehavior":
-            "terminate" if flags.on_complete is Action.TERMINATE else "stop",
+        # An OS power-off (the fallback ladder, the failsafe) then means the lifecycle's action.
+        "InstanceInitiatedShutdownBehavior": failsafe.shutdown_behaviour(flags.on_complete),
     }
     if facts.key_name:
         params["KeyName"] = facts.key_name
@@ -177,7 +175,7 @@ def build(flags: LaunchFlags, facts: LaunchFacts, user_data: bytes, now: datetim
     deadline = now + flags.ttl if flags.ttl is not None else None
     toml = agent_config.render(agent_config_for(flags, now))
     return LaunchPlan(region=facts.region, name=tags[TAG_NAME], tags=tags, deadline=deadline,
-                      config_toml=toml, run_instances=params)
+                      config_toml=toml, failsafe_at=failsafe_time(flags, now), run_instances=params)
 
 
 def printable(params: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from spored.contract import (
     parse_timestamp,
 )
 from spored.errors import ValidationError, from_aws
+from spored.failsafe import shutdown_behaviour
 
 
 def normalize_key(key: str) -> str:
@@ -91,8 +92,21 @@ def set_value(found: Found, key: str, value: str) -> dict[str, Any]:
         if isinstance(launched, datetime):
             tags.append({"Key": TAG_EXPIRES_AT,
                          "Value": format_timestamp(launched + parse_duration(text, field=full))})
+    ec2 = aws.client("ec2", found.region)
+    result: dict[str, Any] = {"instance_id": found.instance_id}
+    if full == TAG_ON_COMPLETE:
+        # First the shutdown behaviour, so that an OS power-off (the agent's fallback ladder, the
+        # failsafe) keeps meaning the lifecycle's action; a refusal here changes nothing.
+        behaviour = shutdown_behaviour(parse_action(text, field=full))
+        try:
+            ec2.modify_instance_attribute(InstanceId=found.instance_id,
+                                          InstanceInitiatedShutdownBehavior={"Value": behaviour})
+        except Exception as exc:
+            raise from_aws(exc, action=f"setting the shutdown behaviour of {found.instance_id}") from exc
+        result["shutdown_behaviour"] = behaviour
     try:
-        aws.client("ec2", found.region).create_tags(Resources=[found.instance_id], Tags=tags)
+        ec2.create_tags(Resources=[found.instance_id], Tags=tags)
     except Exception as exc:
         raise from_aws(exc, action=f"tagging {found.instance_id}") from exc
-    return {"instance_id": found.instance_id, "set": {t["Key"]: t["Value"] for t in tags}}
+    result["set"] = {t["Key"]: t["Value"] for t in tags}
+    return result

@@ -6,16 +6,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.lifecycle.find import Found
-from controller.lifecycle.view import agent_health, deadline_of, row
+from controller.lifecycle.view import agent_health, agent_permissions, deadline_of, row
 from spored.contract import CONFIGURABLE_TAGS, TAG_LAUNCHED_BY, TAG_ROLE
 
 
-def status(found: Found, now: datetime | None = None) -> dict[str, Any]:
+def status(found: Found, now: datetime | None = None, console: str | None = None) -> dict[str, Any]:
+    """``console``: the instance's console output (GetConsoleOutput), read by the caller."""
     moment = now or datetime.now(UTC)
     inst = found.instance
     tags = found.tags
     dl = deadline_of(inst)
-    base = row(inst, found.region, moment)
+    base = row(inst, found.region, moment, console)
     launch = inst.get("LaunchTime")
     base.update({
         "deadline_source": dl.source,
@@ -34,7 +35,8 @@ def status(found: Found, now: datetime | None = None) -> dict[str, Any]:
         "metadata_options": {k: v for k, v in (inst.get("MetadataOptions") or {}).items()
                              if k in ("HttpTokens", "HttpEndpoint", "HttpPutResponseHopLimit",
                                       "InstanceMetadataTags")},
-        "agent": agent_health(tags),
+        "agent": agent_health(tags, console),
+        "agent_permissions": agent_permissions(tags, console),
         "lifecycle_tags": {k: tags[k] for k in CONFIGURABLE_TAGS if k in tags},
         "tags": tags,
     })

@@ -20,6 +20,7 @@ from spored.contract import (
     parse_timestamp,
 )
 from spored.errors import ValidationError
+from spored.permission_proof import find_reported
 
 
 def tags_of(instance: dict[str, Any]) -> dict[str, str]:
@@ -66,12 +67,30 @@ def deadline_of(instance: dict[str, Any]) -> Deadline:
     return Deadline(None, "none")
 
 
-def agent_health(tags: dict[str, str]) -> str:
-    return tags.get(TAG_AGENT_STATUS, "unknown (no status yet)")
+def agent_permissions(tags: dict[str, str], console: str | None = None) -> dict[str, Any] | None:
+    """The agent's permission proof (spored.permission_proof): from the status tag when it carries
+    one, else from the console output (the channel that works when CreateTags is denied)."""
+    for source, text in (("status tag", tags.get(TAG_AGENT_STATUS, "")), ("console output", console or "")):
+        reported = find_reported(text)
+        if reported is not None:
+            return {"verdict": str(reported.verdict), "actions": list(reported.actions), "source": source}
+    return None
 
 
-def row(instance: dict[str, Any], region: str, now: datetime) -> dict[str, Any]:
-    """One `spawn list` row."""
+def agent_health(tags: dict[str, str], console: str | None = None) -> str:
+    """``spawn:agent-status``; a denial the agent reported (tag or console) comes first."""
+    status = tags.get(TAG_AGENT_STATUS)
+    permissions = agent_permissions(tags, console)
+    if permissions is not None and permissions["verdict"] != "ok":
+        text = f"permissions {permissions['verdict']}: {','.join(permissions['actions'])}"
+        if permissions["source"] == "status tag":
+            return status or text
+        return f"{text} (from the console){f'; {status}' if status else ''}"
+    return status or "unknown (no status yet)"
+
+
+def row(instance: dict[str, Any], region: str, now: datetime, console: str | None = None) -> dict[str, Any]:
+    """One `spawn list` row; ``console``: the instance's console output, when it was read."""
     tags = tags_of(instance)
     dl = deadline_of(instance)
     if dl.at is not None:
@@ -90,7 +109,7 @@ def row(instance: dict[str, Any], region: str, now: datetime) -> dict[str, Any]:
         "time_left": left,
         "idle_timeout": tags.get(TAG_IDLE_TIMEOUT),
         "on_complete": tags.get(TAG_ON_COMPLETE),
-        "agent": agent_health(tags),
+        "agent": agent_health(tags, console),
     }
 
 

@@ -15,6 +15,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,8 @@ import pytest
 
 from controller import aws as controller_aws
 from controller.cli import main
+from spored.contract import parse_timestamp
+from spored.errors import ExitStatus
 from tests.conftest import MotoServer
 
 REGION = "us-east-1"
@@ -382,9 +385,47 @@ def test_agent_ready_is_reported_not_confirmed_after_a_bounded_wait(
     started = time.monotonic()
     code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--agent-wait", "2s",
                            "--agent-bundle", str(bundle), "--json", "--region", REGION)
-    assert code == 0, err
-    assert json.loads(out)["agent"] == "not confirmed after 2s"
+    assert code == ExitStatus.AGENT_UNCONFIRMED, err  # 5
+    result = json.loads(out)
+    assert result["agent"] == "not confirmed after 2s" and result["agent_confirmed"] is False
     assert time.monotonic() - started < 15
+    # the instance is kept, and the user is told what ends it
+    assert ec2().describe_instances(InstanceIds=[result["instances"][0]["instance_id"]])[
+        "Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+    assert f"will power off at {result['failsafe_at']} (then terminate) unless the agent reports" in err
+    failsafe_at = parse_timestamp(result["failsafe_at"])
+    assert failsafe_at == parse_timestamp(result["deadline"]) + timedelta(minutes=30)
+
+
+def test_launch_exits_5_when_the_agent_reports_denied_permissions_on_its_console(
+        aws: MotoServer, capsys: pytest.CaptureFixture[str], home: Path, bundle: Path,
+        console_outputs: dict[str, str]) -> None:
+    def agent_reports(params: Any, **_: Any) -> None:
+        # Play the agent whose CreateTags is denied: only its console line shows.
+        for r in ec2().describe_instances(Filters=[{"Name": "tag:spawn:managed", "Values": ["true"]}])[
+                "Reservations"]:
+            for i in r["Instances"]:
+                console_outputs[i["InstanceId"]] = (
+                    "[   12.3] spored[812]: spored: permissions denied: ec2:StopInstances,ec2:CreateTags\n")
+
+    with on_event("provide-client-params.ec2.DescribeInstances", agent_reports):
+        code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--on-complete", "stop",
+                               "--agent-wait", "2s", "--agent-bundle", str(bundle), "--json",
+                               "--region", REGION)
+    assert code == 5, err
+    result = json.loads(out)
+    assert result["agent"].startswith(
+        "permissions denied: ec2:StopInstances,ec2:CreateTags (from the console)")
+    assert "(then stop) unless the agent reports" in err
+
+
+def test_no_timeout_says_that_nothing_is_armed(aws: MotoServer, capsys: pytest.CaptureFixture[str],
+                                               home: Path, bundle: Path) -> None:
+    code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--no-timeout", "--agent-bundle", str(bundle),
+                           "--no-wait", "--json", "--region", REGION)
+    assert code == 0, err
+    assert "--no-timeout: no failsafe is armed" in err
+    assert json.loads(out)["failsafe_at"] is None
 
 
 def test_agent_ready_when_the_agent_tags_its_instance(aws: MotoServer, capsys: pytest.CaptureFixture[str],

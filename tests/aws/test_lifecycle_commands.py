@@ -271,3 +271,53 @@ def test_without_region_every_enabled_region_is_searched(capsys: pytest.CaptureF
     listed = json.loads(out)
     assert len(listed["regions"]) > 10 and listed["failed_regions"] == {}
     assert far in {r["instance_id"] for r in listed["instances"]}
+
+
+def test_config_set_on_complete_also_sets_the_shutdown_behaviour(capsys: pytest.CaptureFixture[str]) -> None:
+    """An OS power-off (the fallback ladder, the failsafe) must keep meaning the lifecycle's action."""
+    iid = make("shutdown-behaviour", extra={"spawn:on-complete": "terminate"})
+    ec2().modify_instance_attribute(InstanceId=iid, InstanceInitiatedShutdownBehavior={"Value": "terminate"})
+
+    def behaviour() -> str:
+        attr = ec2().describe_instance_attribute(InstanceId=iid,
+                                                 Attribute="instanceInitiatedShutdownBehavior")
+        return str(attr["InstanceInitiatedShutdownBehavior"]["Value"])
+
+    code, out, err = spawn(capsys, "config", iid, "set", "on-complete", "stop", "--json")
+    assert code == 0, err
+    assert json.loads(out)["shutdown_behaviour"] == "stop" and behaviour() == "stop"
+    assert tags(iid)["spawn:on-complete"] == "stop"
+    code, out, err = spawn(capsys, "config", iid, "set", "spawn:on-complete", "terminate")
+    assert code == 0, err
+    assert behaviour() == "terminate" and "shutdown behaviour = terminate" in out
+
+
+def test_status_and_list_show_a_denial_from_the_console_when_no_tag_was_written(
+        capsys: pytest.CaptureFixture[str], console_outputs: dict[str, str]) -> None:
+    iid = make("denied-console", extra={"spawn:ttl": "3h"})
+    console_outputs[iid] = ("boot noise\n[   9.1] spored[700]: spored: permissions ok: "
+                            "ec2:TerminateInstances,ec2:CreateTags\n[  99.0] spored[700]: spored: "
+                            "permissions denied: ec2:TerminateInstances,ec2:CreateTags\n")
+    code, out, err = spawn(capsys, "status", iid, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["agent_permissions"] == {"verdict": "denied", "source": "console output",
+                                          "actions": ["ec2:TerminateInstances", "ec2:CreateTags"]}
+    assert shown["agent"] == "permissions denied: ec2:TerminateInstances,ec2:CreateTags (from the console)"
+    code, out, err = spawn(capsys, "list", "--json")
+    assert code == 0, err
+    row = next(r for r in json.loads(out)["instances"] if r["instance_id"] == iid)
+    assert row["agent"] == shown["agent"]
+    code, out, err = spawn(capsys, "status", iid)
+    assert "agent: permissions denied: ec2:TerminateInstances,ec2:CreateTags" in out
+
+
+def test_status_shows_a_denial_from_the_status_tag(capsys: pytest.CaptureFixture[str]) -> None:
+    value = "degraded 2026-11-28T10:00:00Z permissions denied: ec2:StopInstances"
+    iid = make("denied-tag", extra={"spawn:agent-status": value})
+    code, out, err = spawn(capsys, "status", iid, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["agent"] == value
+    assert shown["agent_permissions"] == {"verdict": "denied", "source": "status tag",
+                                          "actions": ["ec2:StopInstances"]}
