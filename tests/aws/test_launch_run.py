@@ -385,7 +385,7 @@ def test_agent_ready_is_reported_not_confirmed_after_a_bounded_wait(
     started = time.monotonic()
     code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--agent-wait", "2s",
                            "--agent-bundle", str(bundle), "--json", "--region", REGION)
-    assert code == ExitStatus.AGENT_UNCONFIRMED, err  # 5
+    assert code == ExitStatus.AGENT_UNCONFIRMED, err
     result = json.loads(out)
     assert result["agent"] == "not confirmed after 2s" and result["agent_confirmed"] is False
     assert time.monotonic() - started < 15
@@ -397,7 +397,7 @@ def test_agent_ready_is_reported_not_confirmed_after_a_bounded_wait(
     assert failsafe_at == parse_timestamp(result["deadline"]) + timedelta(minutes=30)
 
 
-def test_launch_exits_5_when_the_agent_reports_denied_permissions_on_its_console(
+def test_launch_exits_6_when_the_agent_reports_denied_permissions_on_its_console(
         aws: MotoServer, capsys: pytest.CaptureFixture[str], home: Path, bundle: Path,
         console_outputs: dict[str, str]) -> None:
     def agent_reports(params: Any, **_: Any) -> None:
@@ -412,7 +412,7 @@ def test_launch_exits_5_when_the_agent_reports_denied_permissions_on_its_console
         code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--on-complete", "stop",
                                "--agent-wait", "2s", "--agent-bundle", str(bundle), "--json",
                                "--region", REGION)
-    assert code == 5, err
+    assert code == ExitStatus.AGENT_UNCONFIRMED, err
     result = json.loads(out)
     assert result["agent"].startswith(
         "permissions denied: ec2:StopInstances,ec2:CreateTags (from the console)")

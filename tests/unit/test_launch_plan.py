@@ -50,22 +50,35 @@ def test_run_instances_parameters(tmp_path: Path) -> None:
     assert "InstanceMarketOptions" not in params and "HibernationOptions" not in params
 
 
-def test_stop_lifecycle_keeps_stop_behaviour_and_has_no_backstop(tmp_path: Path) -> None:
+def test_stop_lifecycle_keeps_stop_behaviour_and_has_the_ladder_and_a_failsafe(tmp_path: Path) -> None:
     f = lf("--on-complete", "stop", "--idle-timeout", "20m", home=tmp_path)
     p = plan.build(f, FACTS, b"", NOW)
     assert p.run_instances["InstanceInitiatedShutdownBehavior"] == "stop"
     cfg = agent_config.parse(p.config_toml)
-    assert cfg.backstop is False and cfg.lifecycle.idle_timeout == timedelta(minutes=20)
-    assert plan.failsafe_minutes(f) == 0
+    assert cfg.backstop is True and cfg.lifecycle.idle_timeout == timedelta(minutes=20)
+    # no TTL: the "must be managed by" window, idle timeout + 30 minutes after launch
+    assert p.failsafe_at == plan.failsafe_time(f, NOW) == NOW + timedelta(minutes=50)
+
+
+@pytest.mark.parametrize(("action", "behaviour"), [("terminate", "terminate"), ("stop", "stop"),
+                                                   ("hibernate", "stop")])
+def test_shutdown_behaviour_follows_the_lifecycle(tmp_path: Path, action: str, behaviour: str) -> None:
+    f = lf("--ttl", "1h", "--on-complete", action, home=tmp_path)
+    assert plan.build(f, FACTS, b"", NOW).run_instances["InstanceInitiatedShutdownBehavior"] == behaviour
 
 
 def test_terminate_lifecycle_has_backstop_and_fallback_copy(tmp_path: Path) -> None:
     f = lf("--ttl", "90m", home=tmp_path)
-    cfg = agent_config.parse(plan.build(f, FACTS, b"", NOW).config_toml)
+    p = plan.build(f, FACTS, b"", NOW)
+    cfg = agent_config.parse(p.config_toml)
     assert cfg.backstop is True
     assert cfg.lifecycle.ttl == timedelta(minutes=90)
     assert cfg.lifecycle.expires_at == NOW + timedelta(minutes=90)
-    assert plan.failsafe_minutes(f) == 90
+    assert p.failsafe_at == NOW + timedelta(minutes=90 + 30)
+
+
+def test_only_no_timeout_has_no_failsafe(tmp_path: Path) -> None:
+    assert plan.failsafe_time(lf("--no-timeout", home=tmp_path), NOW) is None
 
 
 def test_spot_with_max_price(tmp_path: Path) -> None:

@@ -1,0 +1,120 @@
+"""The failsafe under a real systemd: an instance whose agent never comes up, or fails for good,
+still powers off. One container plays the instance through three stages, in order:
+
+1. the bundle URL fails (404): the user-data's install fails, and the power-off it armed FIRST,
+   before the download, is there: ``spawn-failsafe.timer`` at the deadline + 30 min, running
+   ``systemctl poweroff``;
+2. the same user-data with a working bundle: the agent takes the failsafe over, and
+   ``spawn extend`` moves it (agent -> /run/spored/failsafe -> spored-failsafe.path -> a new timer);
+3. the agent crash-loops past its start limit: ``OnFailure=`` starts spored-failed.timer, whose
+   service powers the machine off (its grace shortened to 2 s by a drop-in). The container
+   really powers off; the console (nspawn's output) shows which unit did it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from spored.contract import TAG_EXPIRES_AT, parse_timestamp
+from tests.e2e.conftest import Cloud
+
+
+def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def failsafe_timer(cloud: Cloud) -> dict[str, str]:
+    return cloud.container.show("spawn-failsafe.timer", "ActiveState", "TimersCalendar",
+                                "NextElapseUSecRealtime", "LoadState")
+
+
+def armed_at(cloud: Cloud) -> datetime | None:
+    """The failsafe timer's calendar time, as systemd holds it (None: no timer)."""
+    props = failsafe_timer(cloud)
+    if props.get("ActiveState") != "active":
+        return None
+    calendar = props.get("TimersCalendar", "")
+    text = calendar.split("OnCalendar=", 1)[1].split(" ;", 1)[0].strip() if "OnCalendar=" in calendar else ""
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC) if text else None
+
+
+def launch(cloud: Cloud, name: str, ttl: str) -> dict[str, Any]:
+    proc = cloud.spawn("launch", "--instance-type", "t3.micro", "--region", "us-east-1", "--name", name,
+                       "--ttl", ttl, "--agent-bundle", cloud.bundle_url, "--no-wait", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def test_a_failing_bundle_url_leaves_a_power_off_armed(cloud: Cloud) -> None:
+    result = launch(cloud, "e2e-failsafe", "10m")
+    instance_id = str(result["instances"][0]["instance_id"])
+    expected = parse_timestamp(result["failsafe_at"])
+    deadline = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
+    assert expected == deadline + timedelta(minutes=30)
+    cloud.serve_metadata_for(instance_id)
+    bundle = cloud.workdir / "bundle" / cloud.bundle_url.rsplit("/", 1)[1]
+    hidden = bundle.with_name(bundle.name + ".hidden")
+    bundle.rename(hidden)  # the URL now answers 404: curl --fail gives up
+    try:
+        proc = cloud.run_user_data(instance_id)
+    finally:
+        hidden.rename(bundle)
+    assert proc.returncode != 0
+    assert cloud.container.systemctl("is-active", "spored.service").stdout.strip() != "active"
+    assert armed_at(cloud) == expected, failsafe_timer(cloud)
+    service = cloud.container.show("spawn-failsafe.service", "ExecStart")["ExecStart"]
+    assert "systemctl" in service and "poweroff" in service
+    assert "agent install FAILED" in cloud.container.console_text() + proc.stdout + proc.stderr
+
+
+def test_a_healthy_agent_takes_the_failsafe_over_and_extend_moves_it(cloud: Cloud) -> None:
+    instance_id = cloud.imds.instance_id if cloud.imds else ""
+    assert instance_id
+    cloud.container.write_file("/etc/spored/spored.d/50-site.toml",
+                               f'ec2_endpoint = "{cloud.moto_url}"\ntick = "1s"\ntag_refresh = "2s"\n')
+    proc = cloud.run_user_data(instance_id)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cloud.container.systemctl("is-active", "spored-failsafe.path").stdout.strip() == "active"
+    deadline = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
+    proc = cloud.spawn("extend", instance_id, "+20m", "--region", "us-east-1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    moved = deadline + timedelta(minutes=20 + 30)
+    wait_for("the agent to move the failsafe", lambda: armed_at(cloud) == moved, 30)
+    journal = cloud.container.journal("-u", "spored-failsafe.service")
+    assert "power-off armed for" in journal
+    # the agent's permission proof reached the console (moto: no IAM enforcement here, all allowed)
+    wait_for("the permission line on the console",
+             lambda: "spored: permissions ok: ec2:TerminateInstances,ec2:CreateTags"
+             in cloud.container.console_text(), 30)
+
+
+def test_an_agent_that_fails_for_good_powers_the_machine_off(cloud: Cloud) -> None:
+    """Last: the container goes away. A crash loop (the real binary, refusing its arguments) with a
+    start limit of 3 and a 2 s grace instead of 30 min."""
+    container = cloud.container
+    far = armed_at(cloud)
+    assert far is not None and far - datetime.now(UTC) > timedelta(minutes=40)  # not what fires here
+    container.write_file("/etc/systemd/system/spored.service.d/60-crash.conf",
+                         "[Unit]\nStartLimitBurst=3\nStartLimitIntervalSec=60\n"
+                         "[Service]\nRestartSec=100ms\nExecStart=\n"
+                         "ExecStart=/opt/spored/venv/bin/spored --no-such-option\n")
+    container.write_file("/etc/systemd/system/spored-failed.timer.d/60-short.conf",
+                         "[Timer]\nOnActiveSec=\nOnActiveSec=2s\n")
+    container.systemctl("daemon-reload", check=True)
+    container.systemctl("restart", "--no-block", "spored.service")
+    assert container.proc is not None
+    wait_for("the container to power off", lambda: container.proc is not None and
+             container.proc.poll() is not None, 90, interval=0.2)
+    assert container.proc.returncode == 0
+    console = container.console_text()
+    assert "spored failed for good: powering off (spored-failed.timer)" in console, console[-3000:]
