@@ -72,7 +72,8 @@ def user_data_type(data: bytes) -> str:
 
 # The failsafe helper, written by the install script before anything else (see docs/failsafe.md).
 # `arm EPOCH` (re)creates the transient timer spawn-failsafe.timer that powers the machine off at
-# EPOCH (UTC seconds, at least 60 s from now); `rearm` does the same at the time the agent asked
+# EPOCH (UTC seconds, at least 60 s from now) by running `fire` (which waits 120 s for a running
+# agent to move it, then powers off); `rearm` does the same at the time the agent asked
 # for in /run/spored/failsafe (spored-failsafe.path runs it), only when that file is a regular
 # file of user spored (stat does not follow links); `disarm` stops it. Integers only: the
 # controller computed EPOCH, and a request is refused unless it is digits or "none".
@@ -84,7 +85,8 @@ REQUEST=/run/spored/failsafe
 UNIT=spawn-failsafe
 say() { printf 'spawn-failsafe: %s\\n' "$*"; }
 stop_timer() {
-    systemctl stop "$UNIT.timer" >/dev/null 2>&1 || true
+    # the service too: a "fire" waiting for a running agent to re-arm ends here
+    systemctl stop "$UNIT.timer" "$UNIT.service" >/dev/null 2>&1 || true
     systemctl reset-failed "$UNIT.timer" "$UNIT.service" >/dev/null 2>&1 || true
 }
 arm() {
@@ -94,7 +96,8 @@ arm() {
     when=$(date -u -d "@$at" '+%Y-%m-%d %H:%M:%S UTC')
     stop_timer
     if systemd-run --quiet --unit="$UNIT" --on-calendar="$when" --timer-property=AccuracySec=1s \\
-            --description="spawn failsafe: power off unless spored moves it" systemctl poweroff; then
+            --description="spawn failsafe: power off unless spored moves it" \\
+            /bin/sh -c "/bin/sh $0 fire || systemctl poweroff"; then
         say "power-off armed for $when ($UNIT.timer)"
     else
         shutdown -P "+$(( (at - now + 59) / 60 ))" "spawn failsafe"
@@ -108,6 +111,16 @@ arm)
 disarm)
     stop_timer
     say "disarmed" ;;
+fire)
+    # The timer elapsed. A running agent may be about to move it (after a resume from
+    # hibernation, whose sleep the calendar time passed, or a clock step): give it 120 s;
+    # its re-arm stops this service. Otherwise, or without an agent, power off now.
+    if systemctl is-active --quiet spored.service; then
+        say "elapsed; spored is running: powering off in 120 s unless it moves the failsafe"
+        sleep 120
+    fi
+    say "powering off"
+    systemctl poweroff ;;
 rearm)
     if [ "$(stat -c '%U %F' "$REQUEST" 2>/dev/null)" != "spored regular file" ]; then
         say "ignoring $REQUEST: not a regular file of user spored" >&2

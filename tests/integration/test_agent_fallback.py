@@ -144,11 +144,8 @@ def test_a_denied_end_call_ends_the_instance_through_the_power_off_fallback(
         delay = (_at(requested) - max(deadline, _at(failed))).total_seconds()
         assert BACKSTOP_AFTER - 1 <= delay <= BACKSTOP_AFTER + 15, delay
         assert requested["shutdown_behaviour"] == ("terminate" if lifecycle == "terminate" else "stop")
-        assert _power_off_as_ec2_does(ec2, iid) == requested["shutdown_behaviour"]
-        state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
-        assert state in ENDED[lifecycle]
-
-        # The proof: DryRun denied both the end call and CreateTags, on the console line too.
+        # The proof (before the power-off below ends the instance): DryRun denied both the end
+        # call and CreateTags, on the console line too.
         end = time.monotonic() + 60
         while (checked := _first(log, "permissions.checked")) is None and time.monotonic() < end:
             time.sleep(0.2)
@@ -156,6 +153,9 @@ def test_a_denied_end_call_ends_the_instance_through_the_power_off_fallback(
         assert checked["denied"] == [END_ACTION[lifecycle], "ec2:CreateTags"]
         line = f"spored: permissions denied: {END_ACTION[lifecycle]},ec2:CreateTags"
         assert line in log.read_text().splitlines()
+        assert _power_off_as_ec2_does(ec2, iid) == requested["shutdown_behaviour"]
+        state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+        assert state in ENDED[lifecycle]
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -140,7 +140,7 @@ def test_failsafe_helper_arms_a_transient_timer_at_the_time_given(
     run = [line for line in calls.read_text().splitlines() if line.startswith("systemd-run")]
     assert run == ["systemd-run --quiet --unit=spawn-failsafe --on-calendar=2027-01-15 08:00:00 UTC "
                    "--timer-property=AccuracySec=1s --description=spawn failsafe: power off unless "
-                   "spored moves it systemctl poweroff"]
+                   f"spored moves it /bin/sh -c /bin/sh {script} fire || systemctl poweroff"]
     assert "power-off armed for 2027-01-15 08:00:00 UTC" in proc.stdout
 
 
@@ -161,3 +161,15 @@ def test_failsafe_helper_refuses_anything_but_digits(helper: tuple[Path, Path, d
     proc = subprocess.run(["sh", str(script), *argv], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert not calls.exists()
+
+
+def test_failsafe_fire_powers_off_at_once_without_a_running_agent(
+        helper: tuple[Path, Path, dict[str, str]]) -> None:
+    script, calls, env = helper
+    (script.parent / "bin" / "systemctl").write_text(
+        f'#!/bin/sh\necho "systemctl $*" >> "{calls}"\n[ "$1" != is-active ]\n')
+    proc = subprocess.run(["sh", str(script), "fire"], env=env, capture_output=True, text=True,
+                          check=False, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert calls.read_text().splitlines() == ["systemctl is-active --quiet spored.service",
+                                              "systemctl poweroff"]
