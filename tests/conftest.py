@@ -115,6 +115,27 @@ def console_outputs(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture
+def shutdown_behaviour_modelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto answers ModifyInstanceAttribute(InstanceInitiatedShutdownBehavior) with success and
+    changes nothing (its handlers do not know the attribute). Model EC2, which changes it
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ModifyInstanceAttribute.html)."""
+    from moto.core.responses import EmptyResult
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.modify_instance_attribute
+
+    def modify(self: Any) -> Any:
+        value = self._get_param("InstanceInitiatedShutdownBehavior.Value")
+        if value is None:
+            return original(self)
+        self.ec2_backend.modify_instance_attribute(self._get_param("InstanceId"),
+                                                   "instance_initiated_shutdown_behavior", value)
+        return EmptyResult()
+
+    monkeypatch.setattr(InstanceResponse, "modify_instance_attribute", modify)
+
+
+@pytest.fixture
 def ec2_denials_like_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under IAM enforcement moto answers a denied EC2 call with ``AccessDenied``; EC2 answers
     ``UnauthorizedOperation`` ("You are not authorized to perform this operation", EC2 API

@@ -273,6 +273,7 @@ def test_without_region_every_enabled_region_is_searched(capsys: pytest.CaptureF
     assert far in {r["instance_id"] for r in listed["instances"]}
 
 
+@pytest.mark.usefixtures("shutdown_behaviour_modelled")
 def test_config_set_on_complete_also_sets_the_shutdown_behaviour(capsys: pytest.CaptureFixture[str]) -> None:
     """An OS power-off (the fallback ladder, the failsafe) must keep meaning the lifecycle's action."""
     iid = make("shutdown-behaviour", extra={"spawn:on-complete": "terminate"})
