@@ -89,7 +89,18 @@ def test_a_healthy_agent_takes_the_failsafe_over_and_extend_moves_it(cloud: Clou
     proc = cloud.spawn("extend", instance_id, "+20m", "--region", "us-east-1", "--json")
     assert proc.returncode == 0, proc.stderr
     moved = deadline + timedelta(minutes=20 + 30)
-    wait_for("the agent to move the failsafe", lambda: armed_at(cloud) == moved, 30)
+    try:
+        wait_for("the agent to move the failsafe", lambda: armed_at(cloud) == moved, 60)
+    except AssertionError as exc:
+        run = cloud.container.run
+        agent = [e for e in cloud.container.journal("-u", "spored.service").splitlines() if "failsafe" in e]
+        raise AssertionError(
+            f"{exc}\nexpected {moved}; timer: {failsafe_timer(cloud)}\n"
+            f"request: {run('ls', '-l', '/run/spored/').stdout} {run('cat', '/run/spored/failsafe').stdout}\n"
+            f"path unit: {cloud.container.systemctl('status', 'spored-failsafe.path').stdout}\n"
+            f"service: {cloud.container.journal('-u', 'spored-failsafe.service', '-o', 'short')}\n"
+            f"agent: {agent}"
+        ) from None
     journal = cloud.container.journal("-u", "spored-failsafe.service")
     assert "power-off armed for" in journal
     # the agent's permission proof reached the console (moto: no IAM enforcement here, all allowed)
