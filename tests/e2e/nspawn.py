@@ -141,9 +141,11 @@ class Container:
         kernel_args = [f"systemd.mask={unit}" for unit in self.mask]
         inner = (f'mount --bind / "{self.root}" && mount -o remount,bind,ro "{self.root}" && '
                  f'exec "{nspawn}" -D "{self.root}" --volatile=overlay --register=no --keep-unit '
-                 f'--machine={self.name} --console=passive --quiet '
+                 f'--machine={self.name} --console=read-only --quiet '
                  f'--network-namespace-path={self.network.netns_path} --boot '
                  + " ".join(kernel_args))
+        # --console=read-only: the container's /dev/console (the system console, what EC2's
+        # GetConsoleOutput returns on an instance) goes to console.log; tests read it there.
         self._console = self.console.open("wb")
         # A private mount namespace: the bind mount disappears with the last process in it.
         self.proc = subprocess.Popen(

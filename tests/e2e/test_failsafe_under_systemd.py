@@ -48,6 +48,11 @@ def armed_at(cloud: Cloud) -> datetime | None:
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC) if text else None
 
 
+def console(cloud: Cloud) -> str:
+    """Everything the container's system console showed (nspawn's output)."""
+    return cloud.container.console.read_text(errors="replace")
+
+
 def launch(cloud: Cloud, name: str, ttl: str) -> dict[str, Any]:
     proc = cloud.spawn("launch", "--instance-type", "t3.micro", "--region", "us-east-1", "--name", name,
                        "--ttl", ttl, "--agent-bundle", cloud.bundle_url, "--no-wait", "--json")
@@ -74,7 +79,7 @@ def test_a_failing_bundle_url_leaves_a_power_off_armed(cloud: Cloud) -> None:
     assert armed_at(cloud) == expected, failsafe_timer(cloud)
     service = cloud.container.show("spawn-failsafe.service", "ExecStart")["ExecStart"]
     assert "systemctl" in service and "poweroff" in service
-    assert "agent install FAILED" in cloud.container.console_text() + proc.stdout + proc.stderr
+    assert "agent install FAILED" in console(cloud) + proc.stdout + proc.stderr
 
 
 def test_a_healthy_agent_takes_the_failsafe_over_and_extend_moves_it(cloud: Cloud) -> None:
@@ -106,7 +111,7 @@ def test_a_healthy_agent_takes_the_failsafe_over_and_extend_moves_it(cloud: Clou
     # the agent's permission proof reached the console (moto: no IAM enforcement here, all allowed)
     wait_for("the permission line on the console",
              lambda: "spored: permissions ok: ec2:TerminateInstances,ec2:CreateTags"
-             in cloud.container.console_text(), 30)
+             in console(cloud), 30)
 
 
 def test_an_agent_that_fails_for_good_powers_the_machine_off(cloud: Cloud) -> None:
@@ -127,5 +132,5 @@ def test_an_agent_that_fails_for_good_powers_the_machine_off(cloud: Cloud) -> No
     wait_for("the container to power off", lambda: container.proc is not None and
              container.proc.poll() is not None, 90, interval=0.2)
     assert container.proc.returncode == 0
-    console = container.console_text()
-    assert "spored failed for good: powering off (spored-failed.timer)" in console, console[-3000:]
+    text = console(cloud)
+    assert "spored failed for good: powering off (spored-failed.timer)" in text, text[-3000:]
