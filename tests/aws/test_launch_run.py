@@ -397,7 +397,7 @@ def test_agent_ready_is_reported_not_confirmed_after_a_bounded_wait(
     assert failsafe_at == parse_timestamp(result["deadline"]) + timedelta(minutes=30)
 
 
-def test_launch_exits_6_when_the_agent_reports_denied_permissions_on_its_console(
+def test_launch_exits_7_when_the_agent_reports_denied_permissions_on_its_console(
         aws: MotoServer, capsys: pytest.CaptureFixture[str], home: Path, bundle: Path,
         console_outputs: dict[str, str]) -> None:
     def agent_reports(params: Any, **_: Any) -> None:
