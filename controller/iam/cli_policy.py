@@ -259,6 +259,9 @@ _SCOPE: dict[str, tuple[str, ...]] = {
     "ec2:TerminateInstances": ("SpawnManagedInstances",),
     "ec2:StopInstances": ("SpawnManagedInstances",),
     "ec2:StartInstances": ("SpawnManagedInstances",),
+    # spawn config set spawn:on-complete (the shutdown behaviour). Service Authorization Reference:
+    # ModifyInstanceAttribute on instance* takes ec2:ResourceTag/${TagKey}, like StopInstances.
+    "ec2:ModifyInstanceAttribute": ("SpawnManagedInstances",),
     "ec2:GetConsoleOutput": ("SpawnManagedInstances",),
     "ec2:CreateSecurityGroup": ("SpawnCreateTaggedGroups", "SpawnCreateGroupsInVpcs"),
     "ec2:AuthorizeSecurityGroupIngress": ("SpawnManagedGroups",),

@@ -39,10 +39,10 @@ def test_listing_the_accounts_buckets_is_a_read_when_declared() -> None:
 
 
 def test_an_action_nobody_placed_still_works_but_is_visible() -> None:
-    permissions.declare("test", "ec2", "ModifyInstanceAttribute", "ec2:ModifyInstanceAttribute")
+    permissions.declare("test", "ec2", "ModifyInstanceMetadataOptions", "ec2:ModifyInstanceMetadataOptions")
     try:
         stmt = next(s for s in statements(scoped_policy()) if s["Sid"] == UNSCOPED)
-        assert stmt["Action"] == "ec2:ModifyInstanceAttribute" and stmt["Resource"] == "*"
+        assert stmt["Action"] == "ec2:ModifyInstanceMetadataOptions" and stmt["Resource"] == "*"
     finally:
         permissions.REGISTRY.pop()
 
@@ -207,6 +207,8 @@ ALLOWED: list[tuple[str, str, str | None, str, dict[str, Any]]] = [
     ("stop it", "ec2:StopInstances", "instance", INSTANCE, MANAGED),
     ("start it", "ec2:StartInstances", "instance", INSTANCE, MANAGED),
     ("read its console", "ec2:GetConsoleOutput", "instance", INSTANCE, MANAGED),
+    ("config set on-complete: its shutdown behaviour", "ec2:ModifyInstanceAttribute", "instance", INSTANCE,
+     MANAGED),
     ("create a tagged group", "ec2:CreateSecurityGroup", "security-group", GROUP,
      _tags({"spawn:managed": "true"})),
     ("in a VPC", "ec2:CreateSecurityGroup", "vpc", f"arn:aws:ec2:us-east-1:{ACCOUNT}:vpc/vpc-1", {}),
@@ -266,6 +268,7 @@ DENIED: list[tuple[str, str, str | None, str, dict[str, Any]]] = [
      {"ec2:ResourceTag/spawn:managed": "false"}),
     ("start an unmanaged instance", "ec2:StartInstances", "instance", INSTANCE, {}),
     ("read an unmanaged console", "ec2:GetConsoleOutput", "instance", INSTANCE, {}),
+    ("change an unmanaged instance's attributes", "ec2:ModifyInstanceAttribute", "instance", INSTANCE, {}),
     ("adopt an unmanaged instance by tagging it", "ec2:CreateTags", "instance", INSTANCE,
      _tags({"spawn:managed": "true"})),
     ("delete tags of an unmanaged instance", "ec2:DeleteTags", "instance", INSTANCE,
