@@ -388,7 +388,7 @@ def test_agent_ready_is_reported_not_confirmed_after_a_bounded_wait(
     assert code == ExitStatus.AGENT_UNCONFIRMED, err
     result = json.loads(out)
     assert result["agent"] == "not confirmed after 2s" and result["agent_confirmed"] is False
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 60  # bounded: a 2 s wait, not the default minutes (shared machine)
     # the instance is kept, and the user is told what ends it
     assert ec2().describe_instances(InstanceIds=[result["instances"][0]["instance_id"]])[
         "Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
