@@ -128,7 +128,9 @@ def test_a_bad_lock_line_names_the_file_and_line(tmp_path: Path) -> None:
 
 def test_bundle_inputs_are_package_data_with_the_checkout_content() -> None:
     inputs = bundle.bundle_inputs()
-    assert sorted(inputs) == ["docs/systemd.md", "install.sh", "systemd/spored-poweroff.path",
+    assert sorted(inputs) == ["docs/systemd.md", "install.sh", "systemd/spored-failed.service",
+                              "systemd/spored-failed.timer", "systemd/spored-failsafe.path",
+                              "systemd/spored-failsafe.service", "systemd/spored-poweroff.path",
                               "systemd/spored-poweroff.service", "systemd/spored.service"]
     assert inputs["install.sh"].read_bytes() == (REPO / "packaging" / "install.sh").read_bytes()
     assert inputs["systemd/spored.service"].read_bytes() == (REPO / "systemd" / "spored.service").read_bytes()
