@@ -1,5 +1,6 @@
-"""The README's install-and-launch path, run as written: every `$ ` line of its ``console`` blocks,
-in order, from a wheel installed in a fresh virtual environment outside the tree, against moto.
+"""The README's install-and-launch path, run as written: every `$ ` line of its ``console`` blocks
+marked ``<!-- tested: ... -->``, in order, from a wheel installed in a fresh virtual environment
+outside the tree, against moto.
 
 The commands come from README.md itself, so the README cannot drift from what works. Two lines
 are run as what they mean on a machine with no network and no EC2:
@@ -30,10 +31,15 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 REGION = "us-east-1"
 
 
+MARK = "<!-- tested: tests/integration/test_readme_path.py runs this block -->"
+
+
 def console_commands(text: str) -> list[str]:
-    """The `$ ` lines of every ```console block, in order (a trailing backslash continues a line)."""
+    """The `$ ` lines of every ```console block marked as tested, in order (a trailing backslash
+    continues a line)."""
     commands: list[str] = []
-    for block in re.findall(r"^```console\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE):
+    pattern = rf"^{re.escape(MARK)}\n```console\n(.*?)^```"
+    for block in re.findall(pattern, text, flags=re.DOTALL | re.MULTILINE):
         joined = block.replace("\\\n", " ")
         commands += [line[2:].strip() for line in joined.splitlines() if line.startswith("$ ")]
     return commands
@@ -80,7 +86,8 @@ def test_readme_path_runs_from_an_installed_wheel(installed: Path, aws: MotoServ
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("```console\n$ a b\n$ c \\\n  d\nout\n```\n```sh\n$ not run\n```\n```console\n$ e\n```\n",
+    (f"{MARK}\n```console\n$ a b\n$ c \\\n  d\nout\n```\n```sh\n$ not run\n```\n"
+     f"```console\n$ not marked\n```\n{MARK}\n```console\n$ e\n```\n",
      ["a b", "c    d", "e"]),
 ])
 def test_console_commands_extraction(text: str, expected: list[str]) -> None:
