@@ -20,8 +20,14 @@ examples:
 
 
 def _inputs(args: argparse.Namespace) -> Any:
+    """Doctor's flags, completed from the defaults file as `spawn launch` completes its own
+    (flags > environment > ~/.config/spawn/config.toml > built-in); exit 2 on a bad value."""
+    from controller import defaults
     from controller.doctor.checks import Inputs
     from controller.launch import flags
+
+    sources = defaults.apply(args)
+    region_source = f"the defaults file {defaults.path()}" if sources.get("region") == "file" else "--region"
 
     def match(value: str | None, regex: Any, flag: str, form: str) -> str | None:
         if value is not None and not regex.match(value):
@@ -39,6 +45,7 @@ def _inputs(args: argparse.Namespace) -> Any:
         raise ValidationError("--ssh-key", "give either --key-name or --ssh-key, not both")
     return Inputs(
         region=match(args.region, flags.REGION_RE, "--region", "a region name, e.g. us-east-1"),
+        region_source=region_source,
         instance_type=match(args.instance_type, flags.INSTANCE_TYPE_RE, "--instance-type",
                             "family.size, e.g. t3.micro"),
         subnet=match(args.subnet, flags.SUBNET_RE, "--subnet", "subnet- followed by 8 or 17 hex digits"),
@@ -74,7 +81,9 @@ def register(subparsers: Any) -> None:
         "doctor", help="check credentials, region, network, AMI, permissions and SSH before a launch",
         description="Check, with reads and EC2 DryRun calls only, that `spawn launch` would work "
                     "here, and say how to fix what would not. One line per check: ok, warn, FAIL "
-                    "or 'could not check'. Exits 5 when a check that would block a launch fails.",
+                    "or 'could not check'. Exits 5 when a check that would block a launch fails. "
+                    "Flags not given come from the environment, then the defaults file "
+                    "(`spawn defaults path`), as for `spawn launch`.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--region", help="AWS region (default: the AWS config's, as launch)")
     parser.add_argument("--instance-type", "-t", help="check the AMI for this type's architecture "

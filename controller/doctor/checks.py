@@ -44,6 +44,7 @@ class Inputs:
     """What the user asked doctor to check (the same meaning as `spawn launch`'s flags)."""
 
     region: str | None = None
+    region_source: str = "--region"  # or the defaults file, when the region came from there
     instance_type: str | None = None
     subnet: str | None = None
     key_name: str | None = None
@@ -112,16 +113,20 @@ def _needs(name: str, what: str) -> Check:
 
 # --- region and credentials ------------------------------------------------------------------
 def resolve_region(ctx: Context) -> None:
-    """Where the region comes from, in the order `spawn launch` looks (no AWS call)."""
+    """Where the region comes from, in the order `spawn launch` looks (no AWS call): the flag or
+    the defaults file (``Inputs.region``), then boto3's own (AWS_DEFAULT_REGION, the profile's),
+    then AWS_REGION (``controller.aws.default_region``)."""
     if ctx.inputs.region:
-        ctx.region, ctx.region_source = ctx.inputs.region, "--region"
+        ctx.region, ctx.region_source = ctx.inputs.region, ctx.inputs.region_source
         return
     session = aws.session()
-    if os.environ.get("AWS_DEFAULT_REGION"):
-        ctx.region, ctx.region_source = os.environ["AWS_DEFAULT_REGION"], "AWS_DEFAULT_REGION"
-    elif session.region_name:
+    if session.region_name:
         profile = session.profile_name or "default"
-        ctx.region, ctx.region_source = session.region_name, f"the AWS config (profile {profile})"
+        ctx.region = session.region_name
+        ctx.region_source = "AWS_DEFAULT_REGION" if os.environ.get("AWS_DEFAULT_REGION") == ctx.region \
+            else f"the AWS config (profile {profile})"
+    elif os.environ.get("AWS_REGION"):
+        ctx.region, ctx.region_source = os.environ["AWS_REGION"], "AWS_REGION"
 
 
 def credentials(ctx: Context) -> Check:
@@ -157,10 +162,9 @@ def credentials(ctx: Context) -> Check:
 def region(ctx: Context) -> Check:
     name = "region"
     if not ctx.region:
-        hint = " (AWS_REGION is set, but boto3 reads AWS_DEFAULT_REGION)" \
-            if os.environ.get("AWS_REGION") else ""
-        return Check(name, Status.FAIL, f"no region configured{hint}",
-                     "pass --region, set AWS_DEFAULT_REGION, or `aws configure set region REGION`")
+        return Check(name, Status.FAIL, "no region configured",
+                     "pass --region, set AWS_REGION, add `region = \"...\"` to the defaults file "
+                     "(`spawn defaults path`), or `aws configure set region REGION`")
     if not launch_flags.REGION_RE.match(ctx.region):
         return Check(name, Status.FAIL, f"{ctx.region!r} (from {ctx.region_source}) is not a region name",
                      "use a region name such as us-east-1")

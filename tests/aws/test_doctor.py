@@ -314,3 +314,24 @@ def test_bad_flags_exit_2_before_any_call(argv: list[str], flag: str, capsys: py
     assert code == ExitStatus.USAGE
     assert f"error: {flag}: " in err
     assert recorded == []
+
+
+@pytest.mark.usefixtures("aws", "home")
+def test_the_defaults_file_fills_what_launch_would_take_from_it(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config"
+    (config / "spawn").mkdir(parents=True)
+    (config / "spawn" / "config.toml").write_text('region = "us-east-1"\nssh-from = "203.0.113.9/32"\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    controller_aws.session.cache_clear()
+    code, out, _ = doctor(capsys)
+    assert code == ExitStatus.OK, out
+    assert f"us-east-1 (from the defaults file {config}/spawn/config.toml), enabled" in line(out, "region")
+    assert line(out, "ssh-from").startswith("ok ") and "203.0.113.9/32" in line(out, "ssh-from")
+
+    (config / "spawn" / "config.toml").write_text('region = "mars"\n')
+    code, _, err = doctor(capsys)
+    assert code == ExitStatus.USAGE
+    assert f"{config}/spawn/config.toml: region" in err

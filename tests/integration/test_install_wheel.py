@@ -1,8 +1,9 @@
 """Install spawn the way users do, and launch: the built wheel in a fresh venv outside the tree.
 
-One venv per test session (building it takes a minute or two): ``pip wheel . --no-deps``, then
-``pip install`` of that wheel (not editable) into a venv in a temporary folder, its dependencies
-from the pip cache or the index pip is configured for. Every command runs from a folder outside
+One venv per test session (building it takes a minute or two; the ``installed`` fixture of
+tests/integration/conftest.py, shared with the README's install-path test): ``pip wheel . --no-deps``,
+then ``pip install`` of that wheel (not editable) into a venv in a temporary folder, its
+dependencies from the pip cache or the index pip is configured for. Every command runs from a folder outside
 the repository with no source tree on sys.path, against the moto server (AWS_ENDPOINT_URL), with
 no --agent-bundle: the bundle is built by the installed spawn from its own files, into a fresh
 cache.
@@ -17,8 +18,6 @@ import json
 import os
 import re
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -31,26 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 # Building and installing the wheel, then pip building the bundle: minutes on a loaded machine.
 pytestmark = pytest.mark.timeout(1800)
-
-
-@pytest.fixture(scope="session")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The venv with the wheel installed (outside the tree); its ``bin`` directory."""
-    base = tmp_path_factory.mktemp("installed-spawn")
-    wheels = base / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                            "-q", "-w", str(wheels), str(REPO)], capture_output=True, text=True,
-                           timeout=600, check=False, cwd=base)
-    assert build.returncode == 0, build.stderr[-3000:]
-    wheel = next(wheels.glob("spawn_spored-*.whl"))
-    venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                              "--disable-pip-version-check", "-c", str(REPO / "constraints.txt"),
-                              str(wheel)], capture_output=True, text=True, timeout=900, check=False,
-                             cwd=base)
-    assert install.returncode == 0, install.stderr[-3000:]
-    yield venv / "bin"
 
 
 def _env(aws: MotoServer, home: Path) -> dict[str, str]:
