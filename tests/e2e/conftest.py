@@ -97,6 +97,7 @@ class Cloud:
     container: Container
     workdir: Path
     imds: ImdsProcess | None = None
+    served_bundle: Path = Path()  # the file behind bundle_url
     notes: list[str] = field(default_factory=list)
     _ec2: Any = None
 
@@ -210,7 +211,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         container.boot()
         sys.stderr.write(f"e2e: container booted in {time.monotonic() - started:.2f}s\n")
         world = Cloud(network=network, moto_url=moto_url, bundle_url=bundle_url, container=container,
-                      workdir=workdir)
+                      workdir=workdir, served_bundle=built.path)
         stack.callback(lambda: world.imds.stop() if world.imds else None)
         stack.callback(dump_journal, world)
         yield world

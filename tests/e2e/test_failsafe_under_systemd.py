@@ -4,7 +4,7 @@ still powers off. One container plays the instance through three stages, in orde
 1. the bundle URL fails (404): the user-data's install fails, and the power-off it armed FIRST,
    before the download, is there: ``spawn-failsafe.timer`` at the deadline + 30 min, running
    ``systemctl poweroff``;
-2. the same user-data with a working bundle: the agent takes the failsafe over, and
+2. an instance whose bundle downloads: the agent takes the failsafe over, and
    ``spawn extend`` moves it (agent -> /run/spored/failsafe -> spored-failsafe.path -> a new timer);
 3. the agent crash-loops past its start limit: ``OnFailure=`` starts spored-failed.timer, whose
    service powers the machine off (its grace shortened to 2 s by a drop-in). The container
@@ -14,6 +14,7 @@ still powers off. One container plays the instance through three stages, in orde
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,27 +54,29 @@ def console(cloud: Cloud) -> str:
     return cloud.container.console.read_text(errors="replace")
 
 
-def launch(cloud: Cloud, name: str, ttl: str) -> dict[str, Any]:
+def launch(cloud: Cloud, name: str, ttl: str, bundle_url: str) -> dict[str, Any]:
     proc = cloud.spawn("launch", "--instance-type", "t3.micro", "--region", "us-east-1", "--name", name,
-                       "--ttl", ttl, "--agent-bundle", cloud.bundle_url, "--no-wait", "--json")
+                       "--ttl", ttl, "--agent-bundle", bundle_url, "--no-wait", "--json")
     assert proc.returncode == 0, proc.stderr
     return dict(json.loads(proc.stdout))
 
 
 def test_a_failing_bundle_url_leaves_a_power_off_armed(cloud: Cloud) -> None:
-    result = launch(cloud, "e2e-failsafe", "10m")
+    # A copy of the bundle under its own name, served while spawn launch hashes it, gone when the
+    # instance downloads it: the URL then answers 404 and curl --fail gives up.
+    served = cloud.served_bundle
+    copy = served.with_name(f"e2e-failing-{cloud.network.netns}-{served.name}")
+    shutil.copyfile(served, copy)
+    try:
+        result = launch(cloud, "e2e-failsafe", "10m", cloud.bundle_url.rsplit("/", 1)[0] + "/" + copy.name)
+    finally:
+        copy.unlink()
     instance_id = str(result["instances"][0]["instance_id"])
     expected = parse_timestamp(result["failsafe_at"])
     deadline = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
     assert expected == deadline + timedelta(minutes=30)
     cloud.serve_metadata_for(instance_id)
-    bundle = cloud.workdir / "bundle" / cloud.bundle_url.rsplit("/", 1)[1]
-    hidden = bundle.with_name(bundle.name + ".hidden")
-    bundle.rename(hidden)  # the URL now answers 404: curl --fail gives up
-    try:
-        proc = cloud.run_user_data(instance_id)
-    finally:
-        hidden.rename(bundle)
+    proc = cloud.run_user_data(instance_id)
     assert proc.returncode != 0
     assert cloud.container.systemctl("is-active", "spored.service").stdout.strip() != "active"
     assert armed_at(cloud) == expected, failsafe_timer(cloud)
@@ -83,8 +86,9 @@ def test_a_failing_bundle_url_leaves_a_power_off_armed(cloud: Cloud) -> None:
 
 
 def test_a_healthy_agent_takes_the_failsafe_over_and_extend_moves_it(cloud: Cloud) -> None:
-    instance_id = cloud.imds.instance_id if cloud.imds else ""
-    assert instance_id
+    result = launch(cloud, "e2e-failsafe-agent", "10m", cloud.bundle_url)
+    instance_id = str(result["instances"][0]["instance_id"])
+    cloud.serve_metadata_for(instance_id)
     cloud.container.write_file("/etc/spored/spored.d/50-site.toml",
                                f'ec2_endpoint = "{cloud.moto_url}"\ntick = "1s"\ntag_refresh = "2s"\n')
     proc = cloud.run_user_data(instance_id)
