@@ -19,7 +19,7 @@ from typing import Any
 
 from spored import __version__, logs
 from spored.contract import TAG_AGENT_STATUS
-from spored.errors import SpawnError, from_aws
+from spored.errors import SpawnError, aws_error_code, aws_error_kind, from_aws, is_aws_exception
 
 log = logs.get("spored.ec2")
 
@@ -32,8 +32,6 @@ PERMISSIONS: dict[str, str] = {
     "CreateTags": "ec2:CreateTags",
 }
 
-DENIED_CODES = frozenset({"AccessDenied", "UnauthorizedOperation", "AuthFailure",
-                          "InvalidClientTokenId", "ExpiredToken", "SignatureDoesNotMatch"})
 _CREDENTIAL_FAILURES = frozenset({"NoCredentialsError", "CredentialRetrievalError",
                                   "PartialCredentialsError"})
 HIBERNATE_REFUSED_CODES = frozenset({"UnsupportedHibernationConfiguration", "UnsupportedOperation",
@@ -124,20 +122,14 @@ class Ec2:
         try:
             return getattr(self._ec2(), method)(**params)
         except Exception as exc:  # botocore's errors, translated at this one boundary
-            if not hasattr(exc, "response") and type(exc).__module__.split(".")[0] not in ("botocore",
-                                                                                             "urllib3"):
+            if not is_aws_exception(exc):
                 raise
             error = from_aws(exc, action=f"ec2:{operation}")
-            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__))
-            kind = "error"
-            if code in DENIED_CODES or type(exc).__name__ in ("NoCredentialsError",
-                                                              "CredentialRetrievalError"):
-                kind = "denied"
-            elif getattr(error, "aws_code", None) == "Unreachable" or code in (
-                    "RequestLimitExceeded", "Throttling", "ServiceUnavailable", "InternalError",
-                    "Unavailable"):
-                kind = "unreachable"
-            if type(exc).__name__ in _CREDENTIAL_FAILURES:
+            code = aws_error_code(exc)
+            kind = aws_error_kind(exc)
+            if kind == "not-found":
+                kind = "error"
+            if code in _CREDENTIAL_FAILURES:
                 self._forget_client()
             if not (dry_run and code == "DryRunOperation"):  # DryRun's "allowed" is an error too
                 log.warning("aws.error", service="ec2", operation=operation, code=code, kind=kind,

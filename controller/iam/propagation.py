@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from spored.errors import aws_error_code, aws_error_message
+
 T = TypeVar("T")
 
 DEFAULT_ATTEMPTS = 8
@@ -25,13 +27,9 @@ DEFAULT_MAX_DELAY = 15.0
 
 
 def is_profile_propagation_error(exc: BaseException) -> bool:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
+    if aws_error_code(exc) != "InvalidParameterValue":
         return False
-    error = response.get("Error") or {}
-    if error.get("Code") != "InvalidParameterValue":
-        return False
-    message = str(error.get("Message", "")).lower()
+    message = aws_error_message(exc).lower()
     return "iaminstanceprofile" in message or "invalid iam instance profile" in message
 
 

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from spored.errors import AwsError, PermissionDenied, ValidationError, from_aws
+from spored.errors import (
+    AwsError,
+    PermissionDenied,
+    ValidationError,
+    aws_error_code,
+    from_aws,
+    is_aws_exception,
+)
 
 from . import document as doclib
 from .agent_policy import AGENT_ACTIONS, agent_policy_document
@@ -52,17 +59,6 @@ class Provisioned:
                 "warnings": list(self.warnings)}
 
 
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str((response.get("Error") or {}).get("Code", ""))
-    return ""
-
-
-def _is_client_error(exc: BaseException) -> bool:
-    return isinstance(getattr(exc, "response", None), dict)
-
-
 def _decode_policy(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
@@ -96,7 +92,7 @@ class _Provisioner:
         try:
             return fn(**kwargs)
         except Exception as exc:
-            if _is_client_error(exc):
+            if is_aws_exception(exc):
                 raise from_aws(exc, action=action) from exc
             raise
 
@@ -106,9 +102,9 @@ class _Provisioner:
             role: dict[str, Any] = self.iam.get_role(RoleName=self.plan.role_name)["Role"]
             return role
         except Exception as exc:
-            if _code(exc) == "NoSuchEntity":
+            if aws_error_code(exc) == "NoSuchEntity":
                 return None
-            if _is_client_error(exc):
+            if is_aws_exception(exc):
                 raise from_aws(exc, action=f"reading role {self.plan.role_name}") from exc
             raise
 
@@ -126,9 +122,9 @@ class _Provisioner:
         try:
             self.iam.create_role(**kwargs)
         except Exception as exc:
-            if _code(exc) == "EntityAlreadyExists":
+            if aws_error_code(exc) == "EntityAlreadyExists":
                 return False  # a concurrent launch created it: same content, same role
-            if _is_client_error(exc):
+            if is_aws_exception(exc):
                 error = from_aws(exc, action=f"creating role {p.role_name}")
                 if not p.permissions_boundary and isinstance(error, PermissionDenied):
                     error.hint = ("with the scoped CLI policy, roles can only be created with "
@@ -240,8 +236,8 @@ class _Provisioner:
             self.iam.add_role_to_instance_profile(
                 InstanceProfileName=profile["InstanceProfileName"], RoleName=p.role_name)
         except Exception as exc:
-            if _code(exc) != "LimitExceeded":
-                if _is_client_error(exc):
+            if aws_error_code(exc) != "LimitExceeded":
+                if is_aws_exception(exc):
                     raise from_aws(exc, action=f"adding role {p.role_name} to its profile") from exc
                 raise
             # Another launch added a role first: fine if it is ours.
@@ -264,8 +260,8 @@ class _Provisioner:
                 InstanceProfileName=name)["InstanceProfile"]
             return profile
         except Exception as exc:
-            if _code(exc) != "NoSuchEntity":
-                if _is_client_error(exc):
+            if aws_error_code(exc) != "NoSuchEntity":
+                if is_aws_exception(exc):
                     raise from_aws(exc, action=f"reading instance profile {name}") from exc
                 raise
         try:
@@ -273,11 +269,11 @@ class _Provisioner:
                 InstanceProfileName=name, Path=self.plan.path,
                 Tags=[{"Key": k, "Value": v} for k, v in self.plan.tags.items()])["InstanceProfile"]
         except Exception as exc:
-            if _code(exc) == "EntityAlreadyExists":
+            if aws_error_code(exc) == "EntityAlreadyExists":
                 again: dict[str, Any] = self.iam.get_instance_profile(
                     InstanceProfileName=name)["InstanceProfile"]
                 return again
-            if _is_client_error(exc):
+            if is_aws_exception(exc):
                 raise from_aws(exc, action=f"creating instance profile {name}") from exc
             raise
         self.record(Created("instance-profile", name, f"path {self.plan.path}",
@@ -363,10 +359,10 @@ def rollback(provisioned: Provisioned, *, reusable_too: bool = False) -> list[st
                                                       RoleName=provisioned.role_name)
                 report.append(f"removed role {provisioned.role_name} from profile {item.name}")
         except Exception as exc:
-            if _code(exc) == "NoSuchEntity":
+            if aws_error_code(exc) == "NoSuchEntity":
                 report.append(f"{item.describe()}: already gone")
                 continue
-            if _is_client_error(exc):
+            if is_aws_exception(exc):
                 report.append(f"could not undo {item.describe()}: "
                               f"{from_aws(exc, action='rollback').message}")
                 continue
@@ -391,14 +387,14 @@ def managed_documents(arns: tuple[str, ...], *, region: str | None = None
             version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
             got = iam.get_policy_version(PolicyArn=arn, VersionId=version)
         except Exception as exc:
-            code = _code(exc)
+            code = aws_error_code(exc)
             if code == "NoSuchEntity":
                 raise ValidationError("--iam-managed-policies", f"{arn}: no such managed policy "
                                                                  "in this account") from None
             if code in ("AccessDenied", "AccessDeniedException"):
                 warnings.append(f"{arn}: not linted (no permission to read it: {code})")
                 continue
-            if _is_client_error(exc):
+            if is_aws_exception(exc):
                 raise from_aws(exc, action=f"reading managed policy {arn}") from exc
             raise
         documents[arn] = _decode_policy(got["PolicyVersion"]["Document"])

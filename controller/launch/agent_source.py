@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spored.errors import AwsError, ValidationError, from_aws
+from spored.errors import AwsError, ValidationError, aws_error_code, from_aws
 
 PRESIGN_EXPIRY_SECONDS = 2 * 3600
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
@@ -90,19 +90,14 @@ def presign(s3: Any, bucket: str, key: str) -> str:
                                          ExpiresIn=PRESIGN_EXPIRY_SECONDS))
 
 
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
-
-
 def ensure_bucket(s3: Any, bucket: str, account: str, region: str) -> bool:
     """Create the private bucket if absent; True when this call created it."""
     try:
         s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
         return False
     except Exception as exc:
-        if _code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
-            if _code(exc) in {"403", "AccessDenied"}:
+        if aws_error_code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
+            if aws_error_code(exc) in {"403", "AccessDenied"}:
                 raise AwsError(f"bucket {bucket} exists but is not yours (or not readable); refusing "
                                "to upload the agent there", aws_code="403") from None
             raise from_aws(exc, action=f"checking bucket {bucket}") from exc
@@ -112,7 +107,7 @@ def ensure_bucket(s3: Any, bucket: str, account: str, region: str) -> bool:
     try:
         s3.create_bucket(**kwargs)
     except Exception as exc:
-        if _code(exc) == "BucketAlreadyOwnedByYou":
+        if aws_error_code(exc) == "BucketAlreadyOwnedByYou":
             return False
         raise from_aws(exc, action=f"creating bucket {bucket}") from exc
     s3.put_public_access_block(
@@ -130,7 +125,7 @@ def upload(s3: Any, source: AgentSource, account: str, region: str) -> Uploaded:
         s3.head_object(Bucket=source.bucket, Key=source.key, ExpectedBucketOwner=account)
         return Uploaded(source.bucket, source.key, object_created=False, bucket_created=created_bucket)
     except Exception as exc:
-        if _code(exc) not in {"404", "NoSuchKey", "NotFound"}:
+        if aws_error_code(exc) not in {"404", "NoSuchKey", "NotFound"}:
             raise from_aws(exc, action=f"checking s3://{source.bucket}/{source.key}") from exc
     with open(source.local_path, "rb") as body:
         try:

@@ -9,18 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from controller.launch.plan import ImageFacts, InstanceTypeFacts
-from spored.errors import ValidationError, from_aws
+from spored.errors import ValidationError, aws_error_code, from_aws
 
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
 # AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), per architecture.
 GPU_PARAMETER = ("/aws/service/deeplearning/ami/{arch}/"
                  "base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id")
 SUPPORTED_ARCHITECTURES = ("x86_64", "arm64")
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def type_facts_from(description: dict[str, Any]) -> InstanceTypeFacts:
@@ -52,7 +47,7 @@ def describe_type(ec2: Any, instance_type: str) -> InstanceTypeFacts:
     try:
         resp = ec2.describe_instance_types(InstanceTypes=[instance_type])
     except Exception as exc:
-        if _code(exc) in {"InvalidInstanceType", "InvalidParameterValue"}:
+        if aws_error_code(exc) in {"InvalidInstanceType", "InvalidParameterValue"}:
             raise ValidationError("--instance-type", f"{instance_type!r} is not an instance type "
                                   "offered in this region (DescribeInstanceTypes); "
                                   "accepted: e.g. t3.micro, m7g.large") from None
@@ -80,14 +75,14 @@ def resolve_image(ec2: Any, ssm: Any, facts: InstanceTypeFacts, ami: str | None)
         try:
             ami = str(ssm.get_parameter(Name=parameter)["Parameter"]["Value"])
         except Exception as exc:
-            if _code(exc) == "ParameterNotFound":
+            if aws_error_code(exc) == "ParameterNotFound":
                 raise ValidationError("--ami", f"no default AMI in this region ({parameter} not "
                                       "found); accepted: pass --ami ami-...") from None
             raise from_aws(exc, action=f"reading {parameter}") from exc
     try:
         images = ec2.describe_images(ImageIds=[ami]).get("Images", [])
     except Exception as exc:
-        if _code(exc).startswith("InvalidAMIID"):
+        if aws_error_code(exc).startswith("InvalidAMIID"):
             images = []
         else:
             raise from_aws(exc, action=f"describing {ami}") from exc

@@ -29,7 +29,7 @@ from controller.lifecycle.connect import console_output
 from controller.lifecycle.view import agent_health, agent_permissions, tags_of
 from controller.output import Output
 from spored.contract import TAG_AGENT_STATUS, format_remaining, format_timestamp
-from spored.errors import ExitStatus, SpawnError, from_aws
+from spored.errors import ExitStatus, SpawnError, aws_error_code, from_aws
 from spored.failsafe import shutdown_behaviour
 
 STEPS = ("validate", "AMI", "agent bundle", "IAM", "SSH & network", "launch", "running", "agent ready")
@@ -241,11 +241,6 @@ def dry_run(g: Gathered, out: Output) -> int:
     return 0
 
 
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
-
-
 def _agent_waiter(ec2: Any, seconds: float) -> Any:
     from botocore.waiter import WaiterModel, create_waiter_with_client
 
@@ -336,7 +331,7 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None], *,
             raise
         except Exception as exc:
             error = from_aws(exc, action="launching (RunInstances)")
-            if _code(exc) == "IdempotentParameterMismatch":
+            if aws_error_code(exc) == "IdempotentParameterMismatch":
                 error.hint = ("an earlier launch used this --client-token with other parameters (the "
                               "deadline, user-data and bundle URL are computed per run); `spawn list` "
                               "shows what it launched")

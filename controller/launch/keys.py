@@ -13,7 +13,7 @@ import hashlib
 import re
 from typing import Any
 
-from spored.errors import ValidationError, from_aws
+from spored.errors import ValidationError, aws_error_code, from_aws
 
 
 def _colon(digest: bytes) -> str:
@@ -47,8 +47,7 @@ def require_key_pair(ec2: Any, key_name: str) -> None:
     try:
         ec2.describe_key_pairs(KeyNames=[key_name])
     except Exception as exc:
-        response = getattr(exc, "response", {}) or {}
-        if response.get("Error", {}).get("Code") == "InvalidKeyPair.NotFound":
+        if aws_error_code(exc) == "InvalidKeyPair.NotFound":
             raise ValidationError("--key-name", f"no key pair named {key_name!r} in this region") from None
         raise from_aws(exc, action="describing key pairs") from exc
 
@@ -72,8 +71,7 @@ def import_key_pair(ec2: Any, public_key: str) -> tuple[str, bool]:
             TagSpecifications=[{"ResourceType": "key-pair",
                                 "Tags": [{"Key": "spawn:managed", "Value": "true"}]}])
     except Exception as exc:
-        response = getattr(exc, "response", {}) or {}
-        if response.get("Error", {}).get("Code") == "InvalidKeyPair.Duplicate":
+        if aws_error_code(exc) == "InvalidKeyPair.Duplicate":
             return name, False
         raise from_aws(exc, action=f"importing key pair {name}") from exc
     return name, True

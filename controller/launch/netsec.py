@@ -10,12 +10,7 @@ import hashlib
 import ipaddress
 from typing import Any
 
-from spored.errors import ValidationError, from_aws
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+from spored.errors import ValidationError, aws_error_code, from_aws
 
 
 def group_name(cidrs: tuple[str, ...]) -> str:
@@ -47,7 +42,7 @@ def resolve_vpc(ec2: Any, subnet: str | None) -> tuple[str, str | None]:
         try:
             subnets = ec2.describe_subnets(SubnetIds=[subnet]).get("Subnets", [])
         except Exception as exc:
-            if _code(exc).startswith("InvalidSubnetID"):
+            if aws_error_code(exc).startswith("InvalidSubnetID"):
                 raise ValidationError("--subnet", f"{subnet} was not found in this region") from None
             raise from_aws(exc, action="describing the subnet") from exc
         if not subnets:
@@ -66,7 +61,7 @@ def require_groups(ec2: Any, group_ids: tuple[str, ...]) -> None:
     try:
         ec2.describe_security_groups(GroupIds=list(group_ids))
     except Exception as exc:
-        if _code(exc).startswith("InvalidGroup"):
+        if aws_error_code(exc).startswith("InvalidGroup"):
             raise ValidationError("--security-group", f"not found in this region: {', '.join(group_ids)}") \
                 from None
         raise from_aws(exc, action="describing security groups") from exc
@@ -96,7 +91,7 @@ def ensure_group(ec2: Any, vpc_id: str, cidrs: tuple[str, ...]) -> tuple[str, bo
                                          {"Key": "Name", "Value": name}]}],
         )["GroupId"])
     except Exception as exc:
-        if _code(exc) == "InvalidGroup.Duplicate":
+        if aws_error_code(exc) == "InvalidGroup.Duplicate":
             found = find_group(ec2, vpc_id, cidrs)
             if found:
                 return found, False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from botocore import exceptions as bce
 
@@ -15,8 +17,11 @@ from spored.errors import (
     SpawnError,
     UsageError,
     ValidationError,
+    aws_error_code,
+    aws_error_kind,
     exit_code_for,
     from_aws,
+    is_aws_exception,
 )
 
 
@@ -125,3 +130,56 @@ def test_validation_error_names_the_field_and_serialises() -> None:
     assert err.to_dict() == {"error": "validation", "message": "--idle-timeout: 'x' is not a duration",
                              "hint": "try 30m"}
     assert "hint" not in AwsError("boom").to_dict()
+
+
+def _every_botocore_exception() -> list[BaseException]:
+    """One instance of every exception class botocore defines, built with its own message fields."""
+    import inspect
+    import string
+
+    out: list[BaseException] = []
+    for _name, cls in sorted(inspect.getmembers(bce, inspect.isclass)):
+        if not issubclass(cls, Exception) or cls.__module__ != bce.__name__:
+            continue
+        if issubclass(cls, bce.ClientError):
+            out.append(cls({"Error": {"Code": "SomeCode", "Message": "m"}}, "DescribeTags"))
+            continue
+        fmt = getattr(cls, "fmt", "")
+        fields: dict[str, Any] = {f: "x" for _, f, _, _ in string.Formatter().parse(fmt) if f}
+        params = inspect.signature(cls.__init__).parameters
+        fields.update({name: {} if "response" in name else "x" for name, p in params.items()
+                       if name != "self" and p.default is p.empty
+                       and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
+        out.append(cls(**fields))
+    return out
+
+
+@pytest.mark.parametrize("exc", _every_botocore_exception(), ids=lambda e: type(e).__name__)
+def test_every_botocore_exception_has_a_code_a_kind_and_a_translation(exc: BaseException) -> None:
+    code = aws_error_code(exc)
+    assert code and isinstance(code, str)
+    assert aws_error_kind(exc) in {"denied", "unreachable", "not-found", "error"}
+    assert isinstance(from_aws(exc, action="doing x"), SpawnError)
+
+
+@pytest.mark.parametrize("cls", [bce.ReadTimeoutError, bce.ConnectionClosedError, bce.ConnectTimeoutError,
+                                 bce.EndpointConnectionError, bce.ProxyConnectionError])
+def test_transport_failures_have_no_response_and_are_unreachable(cls: type[bce.BotoCoreError]) -> None:
+    exc = cls(endpoint_url="http://127.0.0.1:9/", proxy_url="http://127.0.0.1:9/", error="reset")
+    # No response came back: ``None`` (what the old `getattr(exc, "response", {}).get` tripped on)
+    # for the HTTPClientError family, no attribute at all for the ConnectionError family.
+    assert getattr(exc, "response", None) is None
+    assert aws_error_code(exc) == cls.__name__ and aws_error_kind(exc) == "unreachable"
+
+
+@pytest.mark.parametrize(("code", "kind"), [
+    ("UnauthorizedOperation", "denied"), ("RequestLimitExceeded", "unreachable"),
+    ("InternalError", "unreachable"), ("InvalidInstanceID.NotFound", "not-found"),
+    ("IncorrectInstanceState", "error"),
+])
+def test_client_error_kinds(code: str, kind: str) -> None:
+    assert aws_error_code(client_error(code)) == code and aws_error_kind(client_error(code)) == kind
+
+
+def test_non_aws_exceptions_have_no_aws_code() -> None:
+    assert aws_error_code(ValueError("x")) == "" and not is_aws_exception(ValueError("x"))
