@@ -148,6 +148,26 @@ def parse_timestamp(value: str, *, field: str = "timestamp") -> datetime:
         raise ValidationError(field, f"{value!r} is not a valid date: {exc}") from exc
 
 
+MAX_AHEAD = MAX_DURATION
+
+
+def check_deadline(moment: datetime, now: datetime, *, field: str = TAG_EXPIRES_AT) -> datetime:
+    """``moment`` as a deadline: at most ``MAX_AHEAD`` (366 days, like durations) after ``now``.
+
+    A year-3000 deadline is no deadline at all; it is refused like a 400-day duration.
+    """
+    latest = now + MAX_AHEAD
+    if moment > latest:
+        raise ValidationError(field, f"{format_timestamp(moment)} is more than 366 days ahead; accepted: "
+                              f"a timestamp up to {format_timestamp(latest)} ({TIMESTAMP_FORM})")
+    return moment
+
+
+def parse_deadline(value: str, now: datetime, *, field: str = TAG_EXPIRES_AT) -> datetime:
+    """``parse_timestamp`` plus the 366-day bound of ``check_deadline``."""
+    return check_deadline(parse_timestamp(value, field=field), now, field=field)
+
+
 def format_timestamp(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("naive datetimes are not timestamps")
@@ -194,7 +214,22 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
 
 
 def is_managed(tags: dict[str, str]) -> bool:
-    return tags.get(TAG_MANAGED, "").strip().lower() == MANAGED_VALUE
+    """Managed means exactly ``true``, as the agent policy's IAM condition compares it.
+
+    StringEquals is "exact matching, case sensitive" (AWS IAM User Guide, "IAM JSON policy
+    elements: Condition operators", String condition operators): IAM denies ``TRUE`` or
+    ``"true "``, so the agent must not act on them either.
+    """
+    return tags.get(TAG_MANAGED) == MANAGED_VALUE
+
+
+def managed_problem(tags: dict[str, str]) -> str | None:
+    """A ``spawn:managed`` value that is neither ``true`` nor ``false``: reported, never obeyed."""
+    value = tags.get(TAG_MANAGED)
+    if value is None or value in (MANAGED_VALUE, "false"):
+        return None
+    return (f"{TAG_MANAGED}: {value!r} is not exactly {MANAGED_VALUE!r}: the instance is treated as "
+            f"unmanaged (accepted: {MANAGED_VALUE} or false, lower case, no spaces)")
 
 
 # Characters EC2 accepts in tag keys when tags are exposed through instance metadata.

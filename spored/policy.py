@@ -6,9 +6,14 @@ When the tags could not be read at all, the last good tags are used, then the co
 Tags that were read and are simply absent mean "not set". Nothing here ever turns an unreadable or
 invalid value into "no TTL".
 
-Deadline: ``spawn:expires-at`` if valid, else launch time + ``spawn:ttl``. The launch time is the
-identity document's ``pendingTime`` (the last launch or start; EC2's LaunchTime moves on start too,
-and the controller rewrites ``spawn:expires-at`` when it starts an instance).
+``spawn:managed`` is the exception: managed means exactly ``true`` (the IAM condition's
+StringEquals is case-sensitive). Any other present value is reported and means unmanaged, never
+"the last good value"; only unreadable tags fall back to the last good ``spawn:managed``.
+
+Deadline: ``spawn:expires-at`` if valid (a timestamp at most 366 days after ``now``), else launch
+time + ``spawn:ttl``. The launch time is the identity document's ``pendingTime`` (the last launch or
+start; EC2's LaunchTime moves on start too, and the controller rewrites ``spawn:expires-at`` when it
+starts an instance).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import TypeVar
 
 from spored.config import Lifecycle
 from spored.contract import (
+    MANAGED_VALUE,
     TAG_EXPIRES_AT,
     TAG_IDLE_CPU,
     TAG_IDLE_DISK,
@@ -30,9 +36,10 @@ from spored.contract import (
     TAG_ON_IDLE,
     TAG_TTL,
     Action,
+    managed_problem,
     parse_action,
+    parse_deadline,
     parse_duration,
-    parse_timestamp,
 )
 from spored.errors import ValidationError
 
@@ -73,13 +80,13 @@ class Policy:
     source: str
 
 
-def _check(key: str, raw: str) -> object:
+def _check(key: str, raw: str, now: datetime) -> object:
     if key == TAG_MANAGED:
-        return raw.strip().lower() == "true"
+        return raw == MANAGED_VALUE
     if key in (TAG_TTL, TAG_IDLE_TIMEOUT):
         return parse_duration(raw, field=key)
     if key == TAG_EXPIRES_AT:
-        return parse_timestamp(raw, field=key)
+        return parse_deadline(raw, now, field=key)
     if key in (TAG_ON_COMPLETE, TAG_ON_IDLE):
         return parse_action(raw, field=key)
     try:
@@ -93,8 +100,9 @@ def _check(key: str, raw: str) -> object:
 
 
 def resolve(tags: dict[str, str] | None, lifecycle: Lifecycle, launch_time: datetime | None,
-            last_good: dict[str, str]) -> Policy:
-    """``tags`` None = unreadable. ``last_good`` = lifecycle tags that parsed at an earlier read."""
+            last_good: dict[str, str], now: datetime) -> Policy:
+    """``tags`` None = unreadable. ``last_good`` = lifecycle tags that parsed at an earlier read.
+    ``now`` bounds ``spawn:expires-at`` (at most 366 days ahead)."""
     problems: list[str] = []
     valid: dict[str, str] = {}
     source = "tags"
@@ -108,20 +116,29 @@ def resolve(tags: dict[str, str] | None, lifecycle: Lifecycle, launch_time: date
         raw = tags.get(key)
         if raw is not None:
             try:
-                value = parse(_check(key, raw))
+                value = parse(_check(key, raw, now))
                 valid[key] = raw
                 return value, key
             except ValidationError as exc:
                 problems.append(f"invalid tag {exc.message}")
                 good = last_good.get(key)
                 if good is not None and good != raw:
-                    return parse(_check(key, good)), f"{key} (last good)"
+                    try:
+                        return parse(_check(key, good, now)), f"{key} (last good)"
+                    except ValidationError:
+                        pass  # the last good value no longer passes (e.g. a bound): the fallback
                 return fallback, "config"
         if unreadable:
             return fallback, "config"
         return None, ""
 
-    managed, _ = pick(TAG_MANAGED, bool, False)
+    raw_managed = tags.get(TAG_MANAGED)
+    problem = managed_problem(tags)
+    if problem is not None:
+        problems.append(problem)
+    managed = raw_managed == MANAGED_VALUE
+    if problem is None and raw_managed is not None:
+        valid[TAG_MANAGED] = raw_managed
     expires, exp_src = pick(TAG_EXPIRES_AT, _as(datetime), lifecycle.expires_at)
     ttl, ttl_src = pick(TAG_TTL, _as(timedelta), lifecycle.ttl)
     deadline: datetime | None = None

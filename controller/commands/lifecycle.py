@@ -94,6 +94,8 @@ def _extend(args: argparse.Namespace, out: Output) -> int:
         else:
             stream.write(f"{result['instance_id']}: deadline {result['previous_deadline'] or 'none'} -> "
                          f"{result['deadline']} (in {result['time_left']})\n")
+            if result.get("warning"):
+                stream.write(f"warning: {result['warning']}\n")
 
     out.result(result, human)
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from controller import aws
@@ -22,8 +22,8 @@ from spored.contract import (
     format_duration,
     format_timestamp,
     parse_action,
+    parse_deadline,
     parse_duration,
-    parse_timestamp,
 )
 from spored.errors import ValidationError, from_aws
 from spored.failsafe import shutdown_behaviour
@@ -49,12 +49,14 @@ def _number(value: str, key: str, *, low: float, high: float | None, integer: bo
     return str(number)
 
 
-def canonical_value(key: str, value: str) -> str:
-    """Pure: the value as the agent will read it, or ValidationError naming the key."""
+def canonical_value(key: str, value: str, now: datetime | None = None) -> str:
+    """Pure given ``now``: the value as the agent will read it, or ValidationError naming the key.
+
+    ``spawn:expires-at`` is bounded like durations: at most 366 days after ``now``."""
     if key in (TAG_TTL, TAG_IDLE_TIMEOUT):
         return format_duration(parse_duration(value, field=key))
     if key == TAG_EXPIRES_AT:
-        return format_timestamp(parse_timestamp(value, field=key))
+        return format_timestamp(parse_deadline(value, now or datetime.now(UTC), field=key))
     if key in (TAG_ON_COMPLETE, TAG_ON_IDLE):
         return parse_action(value, field=key).value
     if key == TAG_IDLE_CPU:

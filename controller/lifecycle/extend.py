@@ -1,7 +1,9 @@
 """`spawn extend ID DURATION`: ``+2h`` adds to the current deadline, ``4h`` sets it from now.
 
-Writes ``spawn:expires-at`` (the agent re-reads tags on its refresh interval). A stopped instance
-whose TTL is paused gets its ``spawn:ttl-remaining`` changed instead.
+Writes ``spawn:expires-at`` (the agent re-reads tags on its refresh interval, and again right before
+it acts). A stopped instance whose TTL is paused gets its ``spawn:ttl-remaining`` changed instead.
+Moving a deadline less than ``LATE`` (10 s) away, or already past, gives a warning (``warning`` in
+``--json``): the agent may already have acted on it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from spored.contract import (
     parse_duration,
 )
 from spored.errors import ValidationError, from_aws
+
+# A deadline closer than this when it is moved may already be acted on.
+LATE = timedelta(seconds=10)
 
 
 def parse_extension(spec: str) -> tuple[bool, timedelta]:
@@ -65,13 +70,25 @@ def extend(found: Found, spec: str, now: datetime | None = None) -> dict[str, An
         _tag(ec2, found.instance_id, TAG_PAUSED_REMAINING, value)
         return {"instance_id": found.instance_id, "region": found.region, "paused": True,
                 "previous_deadline": None, "deadline": None, "time_left": None,
-                "previous_remaining": dl.paused_remaining, "ttl_remaining": value}
+                "previous_remaining": dl.paused_remaining, "ttl_remaining": value, "warning": None}
     deadline = new_deadline(dl.at, moment, spec)
     _tag(ec2, found.instance_id, TAG_EXPIRES_AT, format_timestamp(deadline))
     return {"instance_id": found.instance_id, "region": found.region, "paused": False,
             "previous_deadline": format_timestamp(dl.at) if dl.at else None,
             "deadline": format_timestamp(deadline), "time_left": format_remaining(deadline - moment),
-            "previous_remaining": None, "ttl_remaining": None}
+            "previous_remaining": None, "ttl_remaining": None, "warning": late_warning(dl.at, moment)}
+
+
+def late_warning(previous: datetime | None, now: datetime) -> str | None:
+    """Pure. A warning when the deadline being moved is less than ``LATE`` away (or past): the
+    agent re-reads the tags right before it acts, but a call already on its way is not recalled."""
+    if previous is None or previous - now >= LATE:
+        return None
+    left = previous - now
+    when = f"was due {format_remaining(-left)} ago" if left < timedelta(0) else \
+        f"was due in {format_remaining(left)}"
+    return (f"the previous deadline {format_timestamp(previous)} {when}: the agent may already have "
+            "acted on it; check with `spawn status`")
 
 
 def _tag(ec2: Any, instance_id: str, key: str, value: str) -> None:

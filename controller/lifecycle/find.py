@@ -1,7 +1,8 @@
 """Find spawn-managed instances by id or Name tag, querying regions concurrently.
 
 A region that fails is reported (never silently skipped). Instances without
-``spawn:managed=true`` are refused with a clear error.
+``spawn:managed=true`` (exactly: ``TRUE`` or ``"true "`` is not managed, as for the agent and its
+IAM condition) are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 from controller import aws
 from controller.launch.flags import REGION_RE
 from controller.lifecycle.view import tags_of
-from spored.contract import TAG_MANAGED, TAG_NAME, is_managed
+from spored.contract import TAG_MANAGED, TAG_NAME, is_managed, managed_problem
 from spored.errors import SpawnError, ValidationError, from_aws
 
 INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
@@ -151,8 +152,10 @@ def find(refs: Sequence[str], regions: Sequence[str]) -> list[Found]:
                                   "name one by id")
         match = matches[0]
         if not is_managed(match.tags):
-            raise ValidationError("INSTANCE", f"{match.instance_id} is not managed by spawn (no "
-                                  f"{TAG_MANAGED}=true tag); spawn acts only on instances it launched")
+            problem = managed_problem(match.tags)
+            why = f"{problem}" if problem else f"no {TAG_MANAGED}=true tag"
+            raise ValidationError("INSTANCE", f"{match.instance_id} is not managed by spawn ({why}); "
+                                  "spawn acts only on instances it launched")
         if match.instance_id not in {o.instance_id for o in out}:
             out.append(match)
     return out

@@ -150,6 +150,20 @@ def test_extend_relative_and_absolute(capsys: pytest.CaptureFixture[str]) -> Non
     assert close(tags(iid)["spawn:expires-at"], datetime.now(UTC) + timedelta(hours=4))
 
 
+def test_extend_warns_when_the_deadline_it_moves_is_seconds_away(capsys: pytest.CaptureFixture[str]) -> None:
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
+    iid = make("extend-late", extra={"spawn:expires-at": format_timestamp(soon)})
+    code, out, err = spawn(capsys, "extend", iid, "+1h", "--region", EAST, "--json")
+    assert code == 0, err
+    assert "may already have acted" in json.loads(out)["warning"]
+    code, out, err = spawn(capsys, "extend", iid, "+1h", "--region", EAST)
+    assert code == 0, err
+    assert "warning:" not in out  # the deadline is an hour away now
+    late = make("extend-late-human", extra={"spawn:expires-at": format_timestamp(soon)})
+    code, out, err = spawn(capsys, "extend", late, "+1h", "--region", EAST)
+    assert code == 0 and "warning: the previous deadline" in out
+
+
 def test_stop_keeps_the_remaining_ttl_and_start_rearms_it(capsys: pytest.CaptureFixture[str]) -> None:
     iid = make("pause-me", extra={"spawn:expires-at": in_hours(3)})
     code, out, err = spawn(capsys, "stop", iid, "--region", EAST, "--json")
@@ -244,6 +258,27 @@ def test_unmanaged_instances_are_refused(argv: list[str], capsys: pytest.Capture
     code, _, err = spawn(capsys, *[stranger if a == "REF" else a for a in argv], "--region", EAST)
     assert code == 2 and "not managed by spawn" in err
     assert state(stranger) == "running" and tags(stranger) == before
+
+
+@pytest.mark.parametrize("value", ["TRUE", "true ", "yes"])
+def test_a_managed_tag_other_than_exactly_true_is_refused(value: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    almost = make(f"almost-{value.strip()}", managed=False, extra={"spawn:managed": value, "spawn:ttl": "1h"})
+    before = tags(almost)
+    code, _, err = spawn(capsys, "extend", almost, "+1h", "--region", EAST)
+    assert code == 2 and "not managed by spawn" in err and repr(value) in err
+    assert tags(almost) == before
+
+
+def test_config_set_refuses_an_expires_at_beyond_366_days(capsys: pytest.CaptureFixture[str]) -> None:
+    iid = make("conf-far", extra={"spawn:expires-at": in_hours(1)})
+    before = tags(iid)
+    code, out, err = spawn(capsys, "config", iid, "set", "expires-at", "3000-01-01T00:00:00Z", "--region",
+                           EAST, "--json")
+    assert code == 2
+    assert "spawn:expires-at" in err and "366 days" in err and "accepted" in err
+    assert json.loads(out)["error"] == "validation"
+    assert tags(iid) == before
 
 
 def test_names_resolve_across_regions_and_ambiguity_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -80,6 +80,11 @@ CASES = [
     # --- never the wrong instance, never on missing data
     Case("not managed: never acts", {"spawn:ttl": "1h"}, at(600), Verb.NONE),
     Case("managed=false: never acts", {**TTL1H, "spawn:managed": "false"}, at(600), Verb.NONE),
+    Case("managed=TRUE is not true: never acts", {**TTL1H, "spawn:managed": "TRUE"}, at(600), Verb.NONE),
+    Case("managed='true ' is not true: never acts", {**TTL1H, "spawn:managed": "true "}, at(600),
+         Verb.NONE),
+    Case("managed=yes, even with a last good 'true': never acts", {**TTL1H, "spawn:managed": "yes"},
+         at(600), Verb.NONE, state=AgentState(last_good_tags=TTL1H)),
     Case("identity unknown: never acts", TTL1H, at(600), Verb.NONE, identity=Unknown("imds down")),
     Case("tags unreadable, no last good, no config ttl: nothing", Unknown("imds down"), at(600), Verb.NONE),
     Case("tags unreadable: last good tags stay in force", Unknown("throttled"), at(61), Verb.ACT,
@@ -92,9 +97,22 @@ CASES = [
          config=replace(CFG, lifecycle=Lifecycle(ttl=timedelta(hours=2)))),
     Case("invalid expires-at falls back to ttl", {**TTL1H, "spawn:expires-at": "tomorrow"}, at(61), Verb.ACT,
          Action.TERMINATE, Reason.TTL_EXPIRED, at(60)),
+    Case("year-3000 expires-at is refused: the ttl stays in force",
+         {**TTL1H, "spawn:expires-at": "3000-01-01T00:00:00Z"}, at(61), Verb.ACT, Action.TERMINATE,
+         Reason.TTL_EXPIRED, at(60)),
+    Case("year-3000 expires-at: the last good expires-at stays in force",
+         {**MANAGED, "spawn:expires-at": "3000-01-01T00:00:00Z"}, at(121), Verb.ACT, Action.TERMINATE,
+         Reason.TTL_EXPIRED, at(120),
+         state=AgentState(last_good_tags={**MANAGED, "spawn:expires-at": "2026-11-28T14:00:00Z"})),
+    Case("expires-at 366 days ahead is accepted", {**TTL1H, "spawn:expires-at": "2027-11-29T12:00:00Z"},
+         at(0), Verb.WAIT, Action.TERMINATE, Reason.TTL_EXPIRED, LAUNCH + timedelta(days=366)),
     # --- spot and rebalance first, once each
-    Case("spot notice: hook, warn; before a due ttl", TTL1H, at(60), Verb.NOTICE, None,
+    Case("spot notice: hook, warn; before a due ttl", TTL1H, at(60), Verb.NOTICE, Action.TERMINATE,
          Reason.SPOT_INTERRUPTION, at(62), spot=SPOT),
+    Case("spot stop notice carries its own action", TTL1H, at(30), Verb.NOTICE, Action.STOP,
+         Reason.SPOT_INTERRUPTION, at(62), spot=replace(SPOT, action="stop", key="spot-stop")),
+    Case("spot hibernate notice carries its own action", TTL1H, at(30), Verb.NOTICE, Action.HIBERNATE,
+         Reason.SPOT_INTERRUPTION, at(62), spot=replace(SPOT, action="hibernate", key="spot-hib")),
     Case("spot notice already handled: ttl proceeds", TTL1H, at(60), Verb.ACT, Action.TERMINATE,
          Reason.TTL_EXPIRED, at(60), spot=SPOT, state=AgentState(notices=("spot-abc",))),
     Case("rebalance recommendation: hook once", TTL1H, at(30), Verb.NOTICE, None, Reason.REBALANCE, at(59),
@@ -229,3 +247,16 @@ def test_summary_line() -> None:
 def test_naive_now_is_refused() -> None:
     with pytest.raises(ValueError):
         run(Case("", TTL1H, datetime(2026, 11, 28, 12, 0), Verb.NONE))
+
+
+@pytest.mark.parametrize("value", ["TRUE", "True", "true ", " true", "yes", "1"])
+def test_a_managed_value_other_than_true_is_a_reported_problem(value: str) -> None:
+    decision = run(Case("", {**TTL1H, "spawn:managed": value}, at(600), Verb.NONE))
+    assert decision.verb is Verb.NONE and decision.policy.managed is False
+    assert any("spawn:managed" in p and repr(value) in p for p in decision.problems)
+
+
+def test_a_far_future_expires_at_is_a_reported_problem_naming_the_bound() -> None:
+    decision = run(Case("", {**TTL1H, "spawn:expires-at": "3000-01-01T00:00:00Z"}, at(30), Verb.WAIT))
+    assert decision.policy.deadline == at(60) and decision.policy.deadline_source == "launch time + spawn:ttl"
+    assert any("spawn:expires-at" in p and "366 days" in p for p in decision.problems)

@@ -206,7 +206,8 @@ def test_anything_else_is_not_an_action(text: str) -> None:
 
 
 @pytest.mark.parametrize(("tags", "managed"), [
-    ({"spawn:managed": "true"}, True), ({"spawn:managed": " TRUE "}, True),
+    ({"spawn:managed": "true"}, True), ({"spawn:managed": " TRUE "}, False),
+    ({"spawn:managed": "TRUE"}, False), ({"spawn:managed": "true "}, False),
     ({"spawn:managed": "false"}, False), ({"spawn:managed": "yes"}, False),
     ({"spawn:managed": ""}, False), ({}, False), ({"spawn:Managed": "true"}, False),
 ])

@@ -88,6 +88,15 @@ def test_config_bad_values(key: str, value: str) -> None:
     assert err.value.field == key
 
 
+def test_config_refuses_an_expires_at_beyond_366_days() -> None:
+    now = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    assert config.canonical_value("spawn:expires-at", "2027-11-29T12:00:00Z", now) == "2027-11-29T12:00:00Z"
+    with pytest.raises(ValidationError) as err:
+        config.canonical_value("spawn:expires-at", "3000-01-01T00:00:00Z", now)
+    assert err.value.field == "spawn:expires-at"
+    assert "366 days" in err.value.message and "2027-11-29T12:00:00Z" in err.value.message
+
+
 def test_config_keys_accept_short_names_and_refuse_others() -> None:
     assert config.normalize_key("ttl") == "spawn:ttl"
     with pytest.raises(ValidationError, match="accepted: ttl"):
@@ -174,3 +183,14 @@ def test_scanned_keys_are_kept_only_when_the_console_vouches_for_them() -> None:
               f"198.51.100.4 ssh-ed25519 {other}\n"
     assert connect.matching_keys(scanned, {fp}) == [("ssh-ed25519", good)]
     assert connect.matching_keys(scanned, {"nope"}) == []
+
+
+@pytest.mark.parametrize(("seconds_left", "warned"), [(60, False), (10, False), (9, True), (0.5, True),
+                                                      (-30, True)])
+def test_extend_warns_when_the_moved_deadline_is_seconds_away(seconds_left: float, warned: bool) -> None:
+    now = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    warning = extend.late_warning(now + timedelta(seconds=seconds_left), now)
+    assert (warning is not None) is warned
+    if warning:
+        assert "may already have acted" in warning
+    assert extend.late_warning(None, now) is None
