@@ -54,7 +54,7 @@ def wall(message: str) -> None:
         log.info("warning.wall_failed", error=type(exc).__name__)
 
 
-def write_warning(runtime: Path, *, action: Action, reason: Reason, at: datetime, message: str) -> Path:
+def write_warning(runtime: Path, *, action: Action | str, reason: Reason, at: datetime, message: str) -> Path:
     path = runtime / WARNING_FILE
     write_atomic(path, json.dumps({"action": str(action), "reason": str(reason),
                                    "at": format_timestamp(at), "message": message}) + "\n", mode=0o644)

@@ -6,7 +6,10 @@ JSON log lines to stdout for journald.
 Exit codes: 0 ok; 2 usage, validation or configuration error (``check``, ``complete``, ``status``);
 ``spored run``: 0 after SIGTERM, 75 after repeated identical failures (systemd restarts it), 78 for
 a configuration error (systemd does not restart it: RestartPreventExitStatus=78);
-``spored status``: 69 when there is no status file (the agent is not running).
+``spored status``: 69 when there is no status file (the agent is not running);
+``spored complete``: 75 when the running agent did not record the completion in its saved state
+within ``--wait`` seconds (e.g. its state directory cannot be written; the marker is kept and the
+agent retries), 2 when the marker cannot be written at all.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from spored import config as config_mod
 from spored.errors import ConfigError, ExitStatus, SpawnError, UsageError, ValidationError, exit_code_for
 
 EXIT_NO_STATUS = 69
+EXIT_NOT_RECORDED = 75
 # Importing structlog imports rich when it is installed (structlog/dev.py, for its console
 # renderer). The daemon renders JSON only (spored/logs.py), so `spored run` keeps rich out: in an
 # environment shared with the controller (a checkout, the sandbox) it would cost ~7 MiB of RSS.
@@ -57,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("complete", "the workload is done: trigger spawn:on-complete after the delay")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "complete":
+            p.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                           help="how long to wait for a running agent to record it (default: 3 ticks + 5 s)")
     return parser
 
 
@@ -186,8 +193,31 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------- complete
+def _running_agent(now: datetime) -> dict[str, Any] | None:
+    """The running agent's status, or None when no agent has written a fresh one."""
+    try:
+        status = _annotate(_read_status(), now)
+    except SpawnError:
+        return None
+    return None if status.get("stale", True) else status
+
+
+def _acknowledged(marker: Path, wait: float) -> tuple[bool, dict[str, Any] | None]:
+    """Wait up to ``wait`` seconds for the running agent to consume the marker, which it does only
+    once the completion is in its saved state. (consumed, the agent's last status)."""
+    end = time.monotonic() + wait
+    status = _running_agent(datetime.now(UTC))
+    while time.monotonic() < end:
+        if not marker.exists():
+            return True, status
+        time.sleep(0.2)
+        status = _running_agent(datetime.now(UTC)) or status
+    return not marker.exists(), status
+
+
 def cmd_complete(args: argparse.Namespace) -> int:
     from spored.contract import format_duration, format_timestamp
+    from spored.state import write_atomic
 
     cfg = _load_config(args.config)
     marker = Path(cfg.completion_marker)
@@ -203,17 +233,36 @@ def cmd_complete(args: argparse.Namespace) -> int:
                               "write, e.g. /run/spored")
     stamp = format_timestamp(datetime.now(UTC))
     try:
-        marker.write_text(stamp + "\n", encoding="utf-8")
+        write_atomic(marker, stamp + "\n", mode=0o644)  # fsync'd: written means on disk
     except OSError as exc:
-        raise UsageError(f"{marker}: cannot write: {exc.strerror}",
+        raise UsageError(f"{marker}: cannot write: {exc.strerror}; the completion was NOT recorded",
                          hint="run as a member of the spored group") from None
-    result = {"marker": str(marker), "written_at": stamp,
-              "delay": format_duration(cfg.completion_delay)}
+    result: dict[str, Any] = {"marker": str(marker), "written_at": stamp,
+                              "delay": format_duration(cfg.completion_delay)}
+    agent = _running_agent(datetime.now(UTC))
+    if agent is None:
+        result["recorded_by_agent"] = None
+        text = (f"completion written ({marker}); spored is not running: it acts on spawn:on-complete "
+                f"{format_duration(cfg.completion_delay)} after it starts and reads it")
+    else:
+        wait = args.wait if args.wait is not None else 3 * float(agent.get("tick_seconds") or 10) + 5
+        consumed, agent = _acknowledged(marker, wait)
+        result["recorded_by_agent"] = consumed
+        if not consumed:
+            state = (agent or {}).get("state") or {}
+            why = state.get("error") or (agent or {}).get("last_error") or "no answer"
+            result["error"] = (f"spored has not recorded the completion within {wait:g}s ({why}); the "
+                               f"marker {marker} is kept and spored retries")
+            if args.json:
+                print(json.dumps(result))
+            print(f"spored complete: {result['error']}", file=sys.stderr)
+            return EXIT_NOT_RECORDED
+        text = (f"completion recorded by spored ({marker}); it acts on spawn:on-complete "
+                f"{format_duration(cfg.completion_delay)} after {stamp}")
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"completion recorded ({marker}); spored acts on spawn:on-complete "
-              f"{format_duration(cfg.completion_delay)} after it notices")
+        print(text)
     return 0
 
 

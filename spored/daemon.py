@@ -40,6 +40,7 @@ from typing import Any
 from spored import __version__, actions, failsafe, logs
 from spored import config as config_mod
 from spored.agent_status import WRITE_TIMEOUT, StatusTracker, derive, spawn_writer
+from spored.clock import Clock, reference_from_date
 from spored.config import Config
 from spored.contract import AGENT_WRITABLE_TAGS, Action, Reason, format_timestamp, is_managed
 from spored.decide import Decision, Observations, Verb, decide, summary
@@ -61,6 +62,7 @@ from spored.probes import (
     Counters,
     Signals,
     read_boot_id,
+    read_boot_time,
     read_counters,
     read_gpu,
     read_sessions,
@@ -76,9 +78,9 @@ MAX_SAME_FAILURES = 5
 STATUS_FILE = "status.json"
 # Build the EC2 client (boto3, credentials) this long before a planned action, not at it.
 WARM_BEFORE = timedelta(seconds=90)
-# Tags re-read this long before a planned action; tags read within FRESH_TAGS count as fresh.
+# Tags re-read this long before a planned action (an early look, for the warning and the log); the
+# decision to act always uses a read made right before the destructive call, never an older one.
 PREPARE_LEAD = timedelta(seconds=2)
-FRESH_TAGS = timedelta(seconds=4)
 # A failed action is retried this often; failed DescribeTags back off from API_RETRY_MIN seconds.
 ACT_RETRY = timedelta(seconds=20)
 # An action deferred because its fresh metadata read failed (a hiccup) is tried again this soon,
@@ -86,7 +88,7 @@ ACT_RETRY = timedelta(seconds=20)
 DEFER_RETRY = timedelta(seconds=2)
 API_RETRY_MIN = 30.0
 # Event priorities: lower first. Pending duplicates are coalesced.
-PRIORITY = {"term": 0, "notice": 1, "due": 1, "prepare": 2, "hup": 2, "tags": 3, "tick": 3}
+PRIORITY = {"term": 0, "notice": 1, "due": 1, "clock": 1, "prepare": 2, "hup": 2, "tags": 3, "tick": 3}
 
 
 class EventQueue:
@@ -120,10 +122,6 @@ def _others(tags: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in tags.items() if k not in AGENT_WRITABLE_TAGS}
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 class Agent:
     def __init__(self, cfg: Config, config_path: Path, *, proc_root: Path = Path("/"),
                  notifier: Notifier | None = None, read_only: bool = False) -> None:
@@ -135,6 +133,7 @@ class Agent:
         self.notifier = notifier or Notifier()
         self.runtime = runtime_dir()
         self.imds = ImdsClient(cfg.imds_endpoint)
+        self.clock = Clock()
         self.store = StateStore(state_dir(), read_boot_id(proc_root))
         self.state: AgentState = self.store.load(set_aside=not read_only)
         self.identity: Identity | Unknown = Unknown("not read yet")
@@ -161,9 +160,11 @@ class Agent:
         self._due_at: datetime | None = None
         self._failures: tuple[str, int] = ("", 0)
         self._completion_refused = False
+        self._marker_pending: Path | None = None
+        self._stale_seen: set[tuple[str, float]] = set()
+        self._save_error: str | None = None
         self._warmed = False
         self._warning_key: str | None = None
-        self._tags_read_at = -1e9
         self._api_backoff = 0.0
         self._api_retry_at = 0.0
         self._last_attempt = -1e9
@@ -174,6 +175,36 @@ class Agent:
         self._failsafe = failsafe.Keeper()
 
     # ---------------------------------------------------------------- observation
+    def now(self) -> datetime:
+        """The agent's time: the wall clock, held to the monotonic clock while a step of the wall
+        clock is not confirmed by a second source (spored.clock)."""
+        return self.clock.now()
+
+    def check_clock(self) -> None:
+        """Notice-poll thread (it runs on the monotonic clock, so a step cannot stall it): compare
+        the wall clock with the agent's time; on any change, the loop re-plans its timers."""
+        change = self.clock.check()
+        if self.clock.pending is not None:
+            reference = reference_from_date(self.imds.last_date, self.imds.last_date_at,
+                                            "instance metadata Date header")
+            change = self.clock.check(reference) or change
+        if change is None:
+            return
+        fields = {"step_seconds": round(change.step, 1), "source": change.source or None,
+                  "agent_time": format_timestamp(self.clock.now())}
+        if change.kind == "step":
+            log.warning("clock.step", **fields,
+                        why="the wall clock moved against the monotonic clock: the agent keeps its own "
+                            "time until a second source confirms the wall clock")
+        elif change.kind == "confirmed":
+            log.warning("clock.confirmed", **fields, why="the wall clock is right: the agent follows it")
+        elif change.kind == "refuted":
+            log.error("clock.refuted", **fields,
+                      why="the wall clock is wrong: the agent keeps its own time")
+        else:
+            log.info("clock.settled", **fields)
+        self._events.put("clock")
+
     def ec2(self) -> Ec2 | None:
         if isinstance(self.identity, Unknown):
             return None
@@ -232,8 +263,7 @@ class Agent:
         # The agent's own status tag is not news: only a change the agent did not write is logged.
         changed = not isinstance(previous, dict) or _others(tags) != _others(previous)
         self.tags = tags
-        self.last_tag_refresh = now_utc()
-        self._tags_read_at = time.monotonic()
+        self.last_tag_refresh = self.now()
         if changed:
             log.info("tags.changed", source=source, managed=is_managed(tags),
                      lifecycle={k: v for k, v in tags.items() if k.startswith("spawn:")})
@@ -245,6 +275,10 @@ class Agent:
                 self.poll_notices()
             except Exception:  # never end the poll; the error is in the log
                 log.exception("notice.poll_failed")
+            try:
+                self.check_clock()
+            except Exception:
+                log.exception("clock.check_failed")
 
     def _start_notice_poll(self) -> None:
         self._poll_stop = threading.Event()
@@ -282,8 +316,13 @@ class Agent:
             self._check_completion_marker()
 
     def _check_completion_marker(self) -> None:
+        """Take a completion from the marker. The marker is removed only once the completion is
+        in the saved state (``_save_state``): if the state cannot be written, the completion stays
+        in memory and the marker stays on disk for the next start."""
         marker = Path(self.config.completion_marker)
-        if not marker.exists():
+        try:
+            info = marker.stat()
+        except OSError:
             return
         try:
             mode = marker.parent.stat().st_mode
@@ -296,14 +335,60 @@ class Agent:
                 self.last_error = f"completion marker refused: {marker.parent} is world-writable"
                 self._completion_refused = True
             return
+        boot = read_boot_time(self.proc_root)
+        if isinstance(boot, float) and info.st_mtime < boot:
+            self._stale_marker(marker, info.st_mtime, boot)
+            return
+        if self.state.completed_at is None:
+            # When the workload said so (the marker's time), not when the agent noticed.
+            written = min(datetime.fromtimestamp(info.st_mtime, UTC), self.now())
+            self.state = replace(self.state, completed_at=written)
+            log.info("completion.marker", marker=str(marker), written_at=format_timestamp(written),
+                     delay=str(self.config.completion_delay))
+        self._marker_pending = marker
+
+    def _stale_marker(self, marker: Path, mtime: float, boot: float) -> None:
+        """A marker written before this boot (on persistent storage): never a completion now."""
+        key = (str(marker), mtime)
+        if key in self._stale_seen:
+            return
+        self._stale_seen.add(key)
+        log.warning("completion.stale_marker", marker=str(marker),
+                    written_at=format_timestamp(datetime.fromtimestamp(mtime, UTC)),
+                    boot_time=format_timestamp(datetime.fromtimestamp(boot, UTC)),
+                    why="written before this boot: ignored")
         try:
             marker.unlink()
         except OSError as exc:
             log.error("completion.unconsumable", marker=str(marker), error=exc.strerror)
-            return
-        if self.state.completed_at is None:
-            self.state = replace(self.state, completed_at=now_utc())
-            log.info("completion.marker", marker=str(marker), delay=str(self.config.completion_delay))
+
+    def _save_state(self) -> bool:
+        """Save the state; a failure is reported and retried on the next evaluation, never raised
+        into the loop (the tick still reaches its watchdog ping). The completion marker is consumed
+        only after a successful save."""
+        try:
+            self.store.save(self.state)
+        except OSError as exc:
+            why = f"state not saved: {self.store.path}: {exc.strerror or exc}"
+            if self._save_error != why:
+                log.error("state.save_failed", path=str(self.store.path), error=exc.strerror or str(exc),
+                          kept="in memory; the completion marker stays until the state is saved")
+            self._save_error = why
+            self.last_error = why
+            return False
+        if self._save_error is not None:
+            log.info("state.saved", path=str(self.store.path), after=self._save_error)
+            self._save_error = None
+        marker, self._marker_pending = self._marker_pending, None
+        if marker is not None:
+            try:
+                marker.unlink()
+                log.info("completion.consumed", marker=str(marker))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("completion.unconsumable", marker=str(marker), error=exc.strerror)
+        return True
 
     def observations(self) -> Observations:
         with self._lock:
@@ -313,11 +398,11 @@ class Agent:
 
     # ---------------------------------------------------------------- decision and action
     def decide_only(self) -> Decision:
-        self.decision = decide(self.state, self.observations(), now_utc(), self.config)
+        self.decision = decide(self.state, self.observations(), self.now(), self.config)
         return self.decision
 
     def evaluate(self, trigger: str) -> Decision:
-        now = now_utc()
+        now = self.now()
         decision = decide(self.state, self.observations(), now, self.config)
         if decision.policy.source == "tags" and decision.policy.valid_tags != self.state.last_good_tags:
             self.state = replace(self.state, last_good_tags=dict(decision.policy.valid_tags))
@@ -352,7 +437,7 @@ class Agent:
             self._prepare(decision)
         final = self.decision  # _act may have replaced it (tags changed right before acting)
         self._schedule_due(final.at if final.verb is Verb.WAIT else None)
-        self.store.save(self.state)
+        self._save_state()
         self.write_status()
         if not self.read_only:
             self.publish_status(final)
@@ -383,8 +468,8 @@ class Agent:
                     log.error("permissions.check_failed", error=exc.strerror)
         if not self.config.failsafe:
             return
-        at = failsafe.failsafe_at(deadline=policy.deadline, idle_timeout=policy.idle_timeout,
-                                  now=now_utc(), grace=self.config.failsafe_grace) if policy.managed else None
+        at = failsafe.failsafe_at(deadline=policy.deadline, idle_timeout=policy.idle_timeout, now=self.now(),
+                                  grace=self.config.failsafe_grace) if policy.managed else None
         sliding = policy.managed and policy.deadline is None and at is not None
         if not self._failsafe.due(at, sliding=sliding):
             return
@@ -419,7 +504,7 @@ class Agent:
             self.state = replace(self.state, warned=(*self.state.warned, *decision.warn))
         if decision.hook and decision.hook_until is not None:
             self._start_hook(decision.reason, str(decision.action), decision.hook_until, decision.key)
-        if decision.at - now_utc() <= WARM_BEFORE and not self._warmed:
+        if decision.at - self.now() <= WARM_BEFORE and not self._warmed:
             ec2 = self.ec2()
             if ec2 is not None and not self.config.dry_run:
                 self._warmed = True
@@ -435,63 +520,80 @@ class Agent:
         if decision.key is None or decision.reason is None or decision.at is None:
             return
         self.state = replace(self.state, notices=(*self.state.notices, decision.key))
-        if decision.hook and decision.hook_until is not None:
-            self._start_hook(decision.reason, str(decision.action or decision.reason), decision.hook_until,
-                             decision.key)
-        message = (f"AWS will reclaim this spot instance at {format_timestamp(decision.at)}"
-                   if decision.reason is Reason.SPOT_INTERRUPTION
+        spot = decision.reason is Reason.SPOT_INTERRUPTION
+        # The notice's own action: terminate, stop or hibernate; "none" for a rebalance
+        # recommendation (nothing is ended); "unknown" for a spot payload naming anything else.
+        action = str(decision.action) if decision.action else ("unknown" if spot else "none")
+        message = (f"AWS will {action if decision.action else 'reclaim'} this spot instance at "
+                   f"{format_timestamp(decision.at)}" if spot
                    else "AWS recommends rebalancing: this spot instance is at elevated risk of interruption")
-        log.warning("notice", reason=str(decision.reason), at=format_timestamp(decision.at))
-        try:
-            actions.write_warning(self.runtime, action=Action.TERMINATE, reason=decision.reason,
+        log.warning("notice", reason=str(decision.reason), action=action, at=format_timestamp(decision.at))
+        try:  # before the hook starts: the hook may read it
+            actions.write_warning(self.runtime, action=action, reason=decision.reason,
                                   at=decision.at, message=message)
         except OSError as exc:
             log.error("warning.file_failed", error=exc.strerror)
+        if decision.hook and decision.hook_until is not None:
+            self._start_hook(decision.reason, action, decision.hook_until, decision.key)
         if self.config.wall:
             actions.wall(f"spored: {message}")
 
-    def _record_failure(self, key: str, exc: Ec2CallError) -> None:
+    def _record_failure(self, key: str, kind: str, message: str) -> None:
         failure = self.state.failure
-        since = failure.since if failure is not None and failure.key == key and failure.kind == exc.kind \
-            else now_utc()
-        self.state = replace(self.state, failure=ActFailure(key=key, kind=exc.kind, since=since,
-                                                            message=str(exc)))
-        self.last_error = str(exc)
+        since = failure.since if failure is not None and failure.key == key and failure.kind == kind \
+            else self.now()
+        self.state = replace(self.state, failure=ActFailure(key=key, kind=kind, since=since,
+                                                            message=message))
+        self.last_error = message
+
+    def _metadata_lost(self, decision: Decision, why: str) -> None:
+        if decision.key is None:
+            return
+        failure = self.state.failure
+        first = failure is None or failure.key != decision.key or failure.kind != "metadata"
+        self._record_failure(decision.key, "metadata", f"instance metadata unreadable: {why}")
+        if first:
+            grace = self.config.backstop_after
+            plan = (f"OS power-off at {format_timestamp(self.now() + grace)} (after {grace})"
+                    if self.config.backstop else "no power-off fallback: backstop is off")
+            log.error("metadata.lost", action=str(decision.action), reason=str(decision.reason),
+                      deadline=_ts(decision.at), why=why, fallback=plan)
 
     def _act(self, decision: Decision) -> None:
         if decision.action is None or decision.key is None:
             return
-        # Right before a destructive call: fresh tags (read within FRESH_TAGS, normally by the
-        # "prepare" job just before the deadline, else now) and the same decision from them.
+        # Right before a destructive call: the tags read now (one metadata read; no earlier read is
+        # reused, so an extension or an unmanage a moment before the deadline is honoured) and the
+        # same decision from them.
         if isinstance(self.identity, Unknown):
             self.refresh_identity()
         identity = self.identity
-        tags: dict[str, str] | Unknown
-        fresh_enough = time.monotonic() - self._tags_read_at <= FRESH_TAGS.total_seconds()
-        if fresh_enough and isinstance(self.tags, dict):
-            tags, source, error = self.tags, self.tags_source, None
-        else:
-            tags, source, error = self.read_tags()
+        tags, source, error = self.read_tags()
         if isinstance(tags, Unknown) or isinstance(identity, Unknown):
             why = str(tags) if isinstance(tags, Unknown) else str(identity)
             log.warning("action.deferred", action=str(decision.action), why=why)
             self.last_error = f"{decision.action} deferred: {why}"
             if error is not None:  # the EC2 API refuses or is unreachable: counts toward the backstop
-                self._record_failure(decision.key, error)
-            elif self._scheduler is not None:
-                self._scheduler.add_job(self._events.put, "date", args=["due"], id="deferred",
-                                        run_date=now_utc() + DEFER_RETRY, replace_existing=True,
-                                        misfire_grace_time=None)
+                self._record_failure(decision.key, error.kind, str(error))
+            else:
+                if isinstance(tags, Unknown) and not isinstance(identity, Unknown):
+                    # Metadata unreadable (e.g. disabled: 403) while a deadline known from the last
+                    # good tags is due: nothing can confirm or carry out the call, so it counts
+                    # toward the power-off fallback after the grace period (backstop_after).
+                    self._metadata_lost(decision, why)
+                if self._scheduler is not None:  # APScheduler plans on the system's wall clock
+                    self._scheduler.add_job(self._events.put, "date", args=["due"], id="deferred",
+                                            run_date=datetime.now(UTC) + DEFER_RETRY,
+                                            replace_existing=True, misfire_grace_time=None)
             return
-        self.tags, self.tags_source, self.last_tag_refresh = tags, source, now_utc()
-        self._tags_read_at = time.monotonic()
-        fresh = decide(self.state, self.observations(), now_utc(), self.config)
+        self.tags, self.tags_source, self.last_tag_refresh = tags, source, self.now()
+        fresh = decide(self.state, self.observations(), self.now(), self.config)
         if fresh.verb is not Verb.ACT or fresh.key != decision.key or not is_managed(tags):
             log.info("action.cancelled", action=str(decision.action), why=fresh.explanation)
             self.decision = fresh
             return
         target = identity.instance_id
-        stamp = format_timestamp(now_utc())
+        stamp = format_timestamp(self.now())
         if self.config.dry_run:
             log.warning("action.dry_run", action=str(decision.action), reason=str(decision.reason),
                         instance_id=target)
@@ -506,7 +608,7 @@ class Agent:
             done = actions.execute(ec2, target, decision.action,
                                    hibernate_fallback=self.config.hibernate_fallback)
         except Ec2CallError as exc:
-            self._record_failure(decision.key, exc)
+            self._record_failure(decision.key, exc.kind, str(exc))
             log.error("action.failed", action=str(decision.action), code=exc.code, kind=exc.kind)
             return
         self.state = replace(self.state, done={**self.state.done, decision.key: stamp}, failure=None)
@@ -525,12 +627,12 @@ class Agent:
         actions.console(f"spored: power-off requested: {decision.action} failed; "
                         f"shutdown behaviour {behaviour}")
         self.state = replace(self.state, done={**self.state.done,
-                                               f"backstop@{decision.key}": format_timestamp(now_utc())})
+                                               f"backstop@{decision.key}": format_timestamp(self.now())})
 
     # ---------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
         d = self.decision
-        now = now_utc()
+        now = self.now()
         policy = d.policy if d else None
         identity = self.identity
         return {
@@ -549,8 +651,14 @@ class Agent:
                 "since": format_timestamp(d.idle_since) if d and d.idle_since else None,
                 "signals": [s.__dict__ for s in d.idle] if d else [],
             },
+            "clock": {"step_pending_seconds": _round(self.clock.pending),
+                      "refuted_step_seconds": _round(self.clock.refuted)},
+            "state": {"path": str(self.store.path), "saved": self._save_error is None,
+                      "error": self._save_error},
             "completion": {
                 "completed_at": _ts(self.state.completed_at),
+                # True while a completion is held in memory only (the state could not be saved).
+                "marker_pending": self._marker_pending is not None,
                 "action_at": format_timestamp(self.state.completed_at + self.config.completion_delay)
                 if self.state.completed_at else None,
             },
@@ -578,7 +686,7 @@ class Agent:
         denied = self._permissions.denied
         status = derive(decision, self.observations(), warned=self._warning_key is not None,
                         failing=(failure is not None and failure.key == decision.key) or bool(denied))
-        self._status_tag.observe(status, now_utc(),
+        self._status_tag.observe(status, self.now(),
                                  detail=(self._permissions.summary() or "") if denied else "")
         identity = self.identity
         if isinstance(identity, Unknown) or not decision.policy.managed:
@@ -645,13 +753,16 @@ class Agent:
         for job_id in ("due", "prepare"):
             if self._scheduler.get_job(job_id):
                 self._scheduler.remove_job(job_id)
-        if at is None or at <= now_utc():
+        if at is None or at <= self.now():
             return
-        self._scheduler.add_job(self._events.put, "date", args=["due"], id="due", run_date=at,
+        # APScheduler runs on the wall clock: a planned moment of the agent's time is given to it
+        # moved by the wall clock's unconfirmed step (zero in the steady state).
+        skew = timedelta(seconds=self.clock.skew())
+        self._scheduler.add_job(self._events.put, "date", args=["due"], id="due", run_date=at + skew,
                                 misfire_grace_time=None)
-        if at - PREPARE_LEAD > now_utc():
+        if at - PREPARE_LEAD > self.now():
             self._scheduler.add_job(self._events.put, "date", args=["prepare"], id="prepare",
-                                    run_date=at - PREPARE_LEAD, misfire_grace_time=None)
+                                    run_date=at - PREPARE_LEAD + skew, misfire_grace_time=None)
 
     def _start_scheduler(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -708,7 +819,7 @@ class Agent:
         self.sample()
         decision = self.evaluate("tick")
         self._hooks = [h for h in self._hooks if h.running]
-        self.notifier.status(summary(decision, now_utc()))
+        self.notifier.status(summary(decision, self.now()))
         self.notifier.watchdog()
 
     def handle(self, event: str) -> bool:
@@ -729,6 +840,11 @@ class Agent:
             self.evaluate("prepare")
         elif event in ("due", "notice"):
             self.evaluate(event)
+        elif event == "clock":
+            # The wall clock stepped (or a step was confirmed): APScheduler's jobs were planned on
+            # the old wall clock; plan them again (a backward step would stall the tick otherwise).
+            self._restart_scheduler()
+            self.evaluate("clock")
         elif event == "tick":
             self.tick()
         return True
@@ -762,7 +878,7 @@ class Agent:
                 self.poll_notices()
             self.sample()
             decision = self.evaluate("start")
-            ready = summary(decision, now_utc())
+            ready = summary(decision, self.now())
         except Exception as exc:  # counted like any loop failure; the loop retries on its ticks
             self._failed(exc, "start")
             ready = f"degraded: {type(exc).__name__}"
@@ -794,3 +910,7 @@ class Agent:
 
 def _ts(moment: datetime | None) -> str | None:
     return format_timestamp(moment) if moment is not None else None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -71,6 +71,15 @@ class Decision:
     problems: tuple[str, ...] = field(default_factory=tuple)
 
 
+def notice_action(notice: Notice) -> Action | None:
+    """The action a spot notice announces (``terminate``, ``stop`` or ``hibernate``); None when
+    the payload names something else (reported by the caller, never guessed as terminate)."""
+    try:
+        return Action(notice.action)
+    except ValueError:
+        return None
+
+
 def plan_key(reason: Reason, at: datetime) -> str:
     return f"{reason.value}@{format_timestamp(at)}"
 
@@ -105,7 +114,7 @@ def decide(state: AgentState, obs: Observations, now: datetime, config: Config) 
     identity = obs.identity
     tags = None if isinstance(obs.tags, Unknown) else obs.tags
     launch = None if isinstance(identity, Unknown) else identity.launch_time
-    policy = resolve(tags, config.lifecycle, launch, state.last_good_tags)
+    policy = resolve(tags, config.lifecycle, launch, state.last_good_tags, now)
     problems = policy.problems
     if isinstance(obs.tags, Unknown):
         problems = (f"tags: {obs.tags}", *problems)
@@ -131,7 +140,10 @@ def decide(state: AgentState, obs: Observations, now: datetime, config: Config) 
             what = (f"spot {notice.action} at {format_timestamp(notice.time)}"
                     if reason is Reason.SPOT_INTERRUPTION
                     else f"rebalance recommended at {format_timestamp(notice.time)}")
+            # The notice's own action (AWS may stop or hibernate a spot instance, not only
+            # terminate it); a rebalance recommendation ends nothing, so it carries none.
             return answer(Verb.NOTICE, f"{what}: pre-stop hook, warning; AWS reclaims",
+                          action=notice_action(notice) if reason is Reason.SPOT_INTERRUPTION else None,
                           reason=reason, at=notice.time, key=notice.key,
                           hook=bool(config.pre_stop_hook) and limit > now, hook_until=limit)
 

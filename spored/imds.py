@@ -123,6 +123,10 @@ class ImdsClient:
         self._not_before = 0.0
         self._disabled_until = 0.0
         self.token_fetches = 0
+        # The Date header of the last response and when it came (monotonic): a second source of
+        # the time when the wall clock steps (spored.clock). Kept raw: parsed only when needed.
+        self.last_date: str | None = None
+        self.last_date_at = 0.0
 
     # -- token ---------------------------------------------------------------------------------
     def _fresh_token(self) -> str:
@@ -194,6 +198,7 @@ class ImdsClient:
                     body = resp.content  # read now: the connection goes back to the pool
                 except requests.RequestException as exc:
                     raise ImdsUnavailable(f"{path}: {type(exc).__name__}") from None
+                self.last_date, self.last_date_at = resp.headers.get("Date"), self._clock()
                 if resp.status_code == 401 and attempt == 1:
                     log.info("imds.token_rejected", path=path)
                     self._token = None

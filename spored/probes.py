@@ -177,6 +177,17 @@ def read_uptime(root: Path) -> float | Unknown:
         return Unknown(f"/proc/uptime: {exc}")
 
 
+def read_boot_time(root: Path) -> float | Unknown:
+    """When this boot began, in seconds since the epoch: ``btime`` in /proc/stat."""
+    try:
+        for line in (root / "proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (OSError, IndexError, ValueError) as exc:
+        return Unknown(f"/proc/stat btime: {exc}")
+    return Unknown("/proc/stat has no btime line")
+
+
 def read_boot_id(root: Path) -> str:
     try:
         return (root / "proc/sys/kernel/random/boot_id").read_text().strip() or "unknown-boot"

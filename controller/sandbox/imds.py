@@ -18,8 +18,10 @@ service does (see docs of IMDSv2 and /work/shared/notes/moto-and-imds.md):
 - ``spot/instance-action`` and ``events/recommendations/rebalance`` are 404 until armed with
   ``arm_spot`` / ``arm_rebalance``.
 
+Every response carries an HTTP ``Date`` header, as the real service's do; ``clock_offset`` moves it.
+
 Test knobs: ``faults`` (a ``Faults``: per-request delay, next N requests 503 with Retry-After,
-next N connections dropped without a response, a cap on token lifetimes) and ``log``
+next N connections dropped without a response, a cap on token lifetimes), ``clock_offset`` and ``log``
 (method, path and status of every metadata request; token values are never recorded).
 
 Emulator-only control API (AWS has no such paths), for tests that run the emulator in another
@@ -203,6 +205,9 @@ class ImdsEmulator:
         self.control_api = control_api
         self.faults = Faults()
         self.log = RequestLog()
+        # Seconds added to the HTTP Date header of every response (a metadata service whose clock
+        # disagrees with ours; the agent uses Date to confirm or refute a wall-clock step).
+        self.clock_offset = 0.0
         self._source = MotoInstance(instance_id, region, aws_endpoint, role_name=role_name,
                                     session=session)
         self._host, self._port = host, port
@@ -464,6 +469,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the request log records method, path and status (never headers or tokens)."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header, like the real service's, moved by the emulator's ``clock_offset``."""
+        moment = time.time() + self.server.emulator.clock_offset if timestamp is None else timestamp
+        return super().date_time_string(moment)
 
     def _handle(self) -> None:
         emulator = self.server.emulator

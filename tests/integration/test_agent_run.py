@@ -116,7 +116,8 @@ def run_agent(aws: MotoServer, tmp_path: Path) -> Iterator[Callable[..., Agent]]
     agents: list[Agent] = []
 
     def start(emulator: ImdsEmulator, extra_config: str = "", *, name: str = "agent",
-              ec2_endpoint: str | None = None, state_dir: Path | None = None) -> Agent:
+              ec2_endpoint: str | None = None, state_dir: Path | None = None,
+              env_extra: dict[str, str] | None = None) -> Agent:
         cfg = tmp_path / "spored.toml"
         cfg.write_text(BASE_CONFIG)
         (tmp_path / "spored.d").mkdir(exist_ok=True)
@@ -129,6 +130,7 @@ def run_agent(aws: MotoServer, tmp_path: Path) -> Iterator[Callable[..., Agent]]
             "RUNTIME_DIRECTORY": str(tmp_path / "run"),
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            **(env_extra or {}),
         })
         (tmp_path / "run").mkdir(exist_ok=True, mode=0o750)
         log_path = tmp_path / f"{name}.log"
@@ -482,14 +484,19 @@ def test_sigterm_exits_cleanly_and_config_error_is_78(emulator_for: Callable[[st
     assert "no_such_key" in bad.log_path.read_text()
 
 
-def test_repeated_identical_failures_exit_75_for_a_restart(emulator_for: Callable[[str], ImdsEmulator],
-                                                            run_agent: Callable[..., Agent],
-                                                            tmp_path: Path) -> None:
+def test_an_unwritable_state_directory_is_reported_and_never_a_restart_loop(
+        emulator_for: Callable[[str], ImdsEmulator], run_agent: Callable[..., Agent], tmp_path: Path) -> None:
+    """The state store is a failing component, retried on every evaluation: the loop goes on (an
+    exit for a restart would not make the directory writable, and would forget what is in memory)."""
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     iid = launch({"spawn:managed": "true", "spawn:ttl": "3h"})
     agent = run_agent(emulator_for(iid), state_dir=blocker / "state")
-    assert agent.proc.wait(timeout=60) == 75
-    failures = agent.named("loop.failure")
-    assert len(failures) == 5 and len({f["exception"].splitlines()[-1] for f in failures}) == 1
+    failed = agent.wait_for("state.save_failed", 30)
+    assert failed["path"] == str(blocker / "state" / "state.json")
+    time.sleep(6)  # more than MAX_SAME_FAILURES ticks
+    assert agent.proc.poll() is None and not agent.named("loop.failure")
+    assert len(agent.named("state.save_failed")) == 1  # reported once, retried quietly
+    status = agent.status()
+    assert status["state"]["saved"] is False and "state not saved" in (status["last_error"] or "")
     assert state_of(iid) == "running"
