@@ -113,8 +113,7 @@ class Clock:
         return datetime.fromtimestamp(self.time(), UTC)
 
     def skew(self) -> float:
-        """Wall clock minus the agent's time (0 in the steady state): convert a planned moment to
-        the wall-clock time a wall-clock scheduler must be given."""
+        """Wall clock minus the agent's time, in seconds (0 in the steady state)."""
         with self._lock:
             return self._wall() - (self._anchor_wall + (self._mono() - self._anchor_mono))
 

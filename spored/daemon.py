@@ -8,11 +8,14 @@ APScheduler (3.x, a BackgroundScheduler) only produces events on time:
   with jitter;
 - (not a scheduler job) the ``notice-poll`` thread, a plain ``Event.wait`` loop every
   ``config.spot_poll`` (<= 2 s): reads the spot and rebalance paths and wakes the loop only when a
-  notice it has not seen appears (cheaper than a scheduler job run every 2 s). It runs only on a
-  Spot Instance (``instance-life-cycle`` is ``spot``, or not readable yet): AWS sends no notices
-  to any other, and the poll was most of an idle on-demand agent's cost;
-- ``due``: a ``date`` job at the exact time of the next planned action, so the terminate call goes
-  out within moments of the deadline instead of at the next tick.
+  notice it has not seen appears (cheaper than a scheduler job run every 2 s). It reads the
+  notices only on a Spot Instance (``instance-life-cycle`` is ``spot``, or not readable yet): AWS
+  sends no notices to any other, and the poll was most of an idle on-demand agent's cost;
+- (not scheduler jobs) ``due``: a monotonic ``threading.Timer`` at the exact time of the next planned
+  action, so the terminate call goes out within moments of the deadline instead of at the next
+  tick, and ``prepare`` ``PREPARE_LEAD`` before it; a step of the wall clock moves neither
+  (``spored.clock``). On a step detected by the ``clock-watch`` thread (an ``Event.wait`` loop every
+  ``CLOCK_CHECK``) the scheduler's interval jobs are planned again.
 SIGHUP re-reads the configuration and the tags at once; SIGTERM sends STOPPING=1 and exits 0.
 
 Exit codes: 0 after SIGTERM; 75 (EX_TEMPFAIL) after ``MAX_SAME_FAILURES`` identical consecutive
@@ -22,6 +25,7 @@ start, which the unit lists in RestartPreventExitStatus.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -40,13 +44,14 @@ from typing import Any
 from spored import __version__, actions, failsafe, logs
 from spored import config as config_mod
 from spored.agent_status import WRITE_TIMEOUT, StatusTracker, derive, spawn_writer
-from spored.clock import Clock, reference_from_date
+from spored.clock import Change, Clock, reference_from_date
 from spored.config import Config
 from spored.contract import AGENT_WRITABLE_TAGS, Action, Reason, format_timestamp, is_managed
 from spored.decide import Decision, Observations, Verb, decide, summary
 from spored.ec2 import Ec2, Ec2CallError
 from spored.errors import ConfigError
 from spored.imds import ImdsClient
+from spored.imds_errors import ImdsError
 from spored.observe import (
     Identity,
     Notice,
@@ -81,6 +86,8 @@ WARM_BEFORE = timedelta(seconds=90)
 # Tags re-read this long before a planned action (an early look, for the warning and the log); the
 # decision to act always uses a read made right before the destructive call, never an older one.
 PREPARE_LEAD = timedelta(seconds=2)
+# The wall clock is compared with the monotonic clock this often (spored.clock).
+CLOCK_CHECK = timedelta(seconds=2)
 # A failed action is retried this often; failed DescribeTags back off from API_RETRY_MIN seconds.
 ACT_RETRY = timedelta(seconds=20)
 # An action deferred because its fresh metadata read failed (a hiccup) is tried again this soon,
@@ -156,8 +163,10 @@ class Agent:
         self._lock = threading.Lock()
         self._scheduler: Any = None
         self._poll_stop = threading.Event()
+        self._clock_stop = threading.Event()
         self._poll_thread: threading.Thread | None = None
         self._due_at: datetime | None = None
+        self._due_timers: list[threading.Timer] = []
         self._failures: tuple[str, int] = ("", 0)
         self._completion_refused = False
         self._marker_pending: Path | None = None
@@ -181,15 +190,24 @@ class Agent:
         return self.clock.now()
 
     def check_clock(self) -> None:
-        """Notice-poll thread (it runs on the monotonic clock, so a step cannot stall it): compare
+        """Clock-watch thread (it runs on the monotonic clock, so a step cannot stall it): compare
         the wall clock with the agent's time; on any change, the loop re-plans its timers."""
-        change = self.clock.check()
+        changes = [self.clock.check()]
         if self.clock.pending is not None:
+            if time.monotonic() - self.imds.last_date_at > CLOCK_CHECK.total_seconds():
+                # No recent metadata response (no notice poll off spot): ask for one, for its Date.
+                with contextlib.suppress(ImdsError):
+                    self.imds.get("meta-data/instance-id")
             reference = reference_from_date(self.imds.last_date, self.imds.last_date_at,
                                             "instance metadata Date header")
-            change = self.clock.check(reference) or change
-        if change is None:
-            return
+            changes.append(self.clock.check(reference))
+        found = [c for c in changes if c is not None]
+        for change in found:
+            self._log_clock(change)
+        if found:
+            self._events.put("clock")
+
+    def _log_clock(self, change: Change) -> None:
         fields = {"step_seconds": round(change.step, 1), "source": change.source or None,
                   "agent_time": format_timestamp(self.clock.now())}
         if change.kind == "step":
@@ -203,7 +221,6 @@ class Agent:
                       why="the wall clock is wrong: the agent keeps its own time")
         else:
             log.info("clock.settled", **fields)
-        self._events.put("clock")
 
     def ec2(self) -> Ec2 | None:
         if isinstance(self.identity, Unknown):
@@ -275,10 +292,19 @@ class Agent:
                 self.poll_notices()
             except Exception:  # never end the poll; the error is in the log
                 log.exception("notice.poll_failed")
+
+    def _clock_loop(self, stop: threading.Event, interval: float) -> None:
+        """The clock-watch thread: monotonic waits, so a step of the wall clock cannot stall it."""
+        while not stop.wait(interval):
             try:
                 self.check_clock()
-            except Exception:
+            except Exception:  # never end the watch; the error is in the log
                 log.exception("clock.check_failed")
+
+    def _start_clock_watch(self) -> None:
+        self._clock_stop = threading.Event()
+        threading.Thread(target=self._clock_loop, args=(self._clock_stop, CLOCK_CHECK.total_seconds()),
+                         name="clock-watch", daemon=True).start()
 
     def _start_notice_poll(self) -> None:
         self._poll_stop = threading.Event()
@@ -674,6 +700,12 @@ class Agent:
                 "at": format_timestamp(d.at) if d.at else None, "why": d.explanation,
             },
             "done": self.state.done,
+            # The last failed attempt at the due action (kind: denied | unreachable | error |
+            # metadata), which the power-off fallback counts from.
+            "failure": None if self.state.failure is None else {
+                "key": self.state.failure.key, "kind": self.state.failure.kind,
+                "since": format_timestamp(self.state.failure.since),
+                "message": self.state.failure.message},
             "dry_run": self.config.dry_run,
             # boto3 is loaded only when an EC2 call was needed (never with tags in metadata).
             "boto3_loaded": "boto3" in sys.modules,
@@ -745,24 +777,30 @@ class Agent:
                                     replace_existing=True)
 
     def _schedule_due(self, at: datetime | None) -> None:
-        """A date job at the exact time of the next action, and one PREPARE_LEAD before it that
-        re-reads the tags, so the call at the deadline needs no slow read first."""
+        """A timer at the exact time of the next action, and one PREPARE_LEAD before it that takes
+        an early look at the tags. They are monotonic timers (threading.Timer waits on the
+        monotonic clock) set from the agent's time: a step of the wall clock moves neither."""
         if self._scheduler is None or at == self._due_at:
             return
         self._due_at = at
-        for job_id in ("due", "prepare"):
-            if self._scheduler.get_job(job_id):
-                self._scheduler.remove_job(job_id)
-        if at is None or at <= self.now():
+        self._cancel_due()
+        left = (at - self.now()).total_seconds() if at is not None else 0.0
+        if left <= 0:
             return
-        # APScheduler runs on the wall clock: a planned moment of the agent's time is given to it
-        # moved by the wall clock's unconfirmed step (zero in the steady state).
-        skew = timedelta(seconds=self.clock.skew())
-        self._scheduler.add_job(self._events.put, "date", args=["due"], id="due", run_date=at + skew,
-                                misfire_grace_time=None)
-        if at - PREPARE_LEAD > self.now():
-            self._scheduler.add_job(self._events.put, "date", args=["prepare"], id="prepare",
-                                    run_date=at - PREPARE_LEAD + skew, misfire_grace_time=None)
+        plan = [("due", left)]
+        if left > PREPARE_LEAD.total_seconds():
+            plan.append(("prepare", left - PREPARE_LEAD.total_seconds()))
+        for event, seconds in plan:
+            timer = threading.Timer(seconds, self._events.put, args=[event])
+            timer.daemon = True
+            timer.name = f"{event}-timer"
+            timer.start()
+            self._due_timers.append(timer)
+
+    def _cancel_due(self) -> None:
+        for timer in self._due_timers:
+            timer.cancel()
+        self._due_timers = []
 
     def _start_scheduler(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -777,15 +815,18 @@ class Agent:
         self._scheduler = sched
         self._reschedule_tags()
         sched.start()
+        self._start_clock_watch()
         if needs_notice_poll(self.life_cycle):
             self._start_notice_poll()
 
     def _restart_scheduler(self) -> None:
         self._stop_notice_poll()
+        self._clock_stop.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
             self._due_at = None
+            self._cancel_due()
         self._start_scheduler()
 
     # ---------------------------------------------------------------- loop
@@ -902,6 +943,8 @@ class Agent:
         finally:
             self.notifier.stopping("stopping")
             self._stop_notice_poll()
+            self._clock_stop.set()
+            self._cancel_due()
             if self._scheduler is not None:
                 self._scheduler.shutdown(wait=False)
         log.info("agent.stop")

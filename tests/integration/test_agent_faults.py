@@ -48,8 +48,9 @@ def test_a_managed_value_other_than_exactly_true_is_reported_and_never_acted_on(
     iid = launch({"spawn:managed": value, "spawn:expires-at": format_timestamp(in_seconds(1))})
     agent = run_agent(emulator_for(iid))
     started(agent)
-    problem = agent.wait_for("policy.problem", 15)
-    assert "spawn:managed" in problem["problem"] and repr(value) in problem["problem"]
+    wait_until(lambda: any("spawn:managed" in e["problem"] and repr(value) in e["problem"]
+                           for e in agent.named("policy.problem")), 15, "a policy.problem naming the value",
+               agent)
     time.sleep(3)  # the deadline is past: an agent that took the value for "true" acts by now
     assert state_of(iid) == "running"
     assert not agent.named("action.start")
@@ -152,26 +153,36 @@ def test_a_black_holed_terminate_is_a_recorded_failure_and_arms_the_backstop(
 
 # ---------------------------------------------------------------------- completion under faults
 class WatchdogSocket:
-    """A NOTIFY_SOCKET for the agent: counts its WATCHDOG=1 pings."""
+    """A NOTIFY_SOCKET for the agent that reads every datagram as systemd does (a full socket
+    queue would block the agent's sendto) and counts its WATCHDOG=1 pings."""
 
     def __init__(self, path: Path) -> None:
         import socket
+        import threading
 
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.pings = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
 
-    def drain(self) -> int:
-        while True:
+    def _read(self) -> None:
+        while not self._stop.is_set():
             try:
                 data = self.sock.recv(4096)
-            except TimeoutError:
-                return self.pings
+            except (TimeoutError, OSError):
+                continue
             self.pings += data.count(b"WATCHDOG=1")
 
+    def drain(self) -> int:
+        return self.pings
+
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
         self.sock.close()
 
 
@@ -201,8 +212,8 @@ def test_a_completion_survives_an_unwritable_state_directory(
         assert marker.exists()
         agent.wait_for("state.save_failed", 10)
         before = watchdog.drain()
-        time.sleep(3)
-        assert watchdog.drain() >= before + 2  # the tick still pings while the save is retried
+        # the tick still pings while the save is retried (the old loop raised before its ping)
+        wait_until(lambda: watchdog.drain() >= before + 2, 15, "two more watchdog pings", agent)
         assert agent.proc.poll() is None and not agent.named("loop.failure")
         status = agent.status()
         assert status["completion"]["completed_at"] and status["completion"]["marker_pending"] is True
@@ -254,8 +265,12 @@ def test_metadata_disabled_mid_run_still_ends_at_the_last_known_deadline(
     request = agent.wait_for("backstop.poweroff_requested", 30)
     assert f"shutdown behaviour: {on_complete}" in request["why"]
     assert json.loads((agent.runtime / "poweroff").read_text())["reason"] == request["why"]
+    # the status file is rewritten at the end of the evaluation that requested the power-off
+    wait_until(lambda: any(k.startswith("backstop@ttl-expired@") for k in agent.status()["done"]), 10,
+               "the power-off request in the status file", agent)
     status = agent.status()
-    assert "instance metadata unreadable" in (status["last_error"] or "")
+    assert status["failure"]["kind"] == "metadata"
+    assert "instance metadata unreadable" in status["failure"]["message"]
     assert status["deadline"] == format_timestamp(deadline)  # still the last known deadline
     assert state_of(iid) == "running"  # the power-off (stubbed here) does the ending
 
@@ -287,8 +302,9 @@ def test_a_forward_clock_step_the_metadata_date_contradicts_never_ends_the_insta
     assert state_of(iid) == "running" and not agent.named("action.start"), agent.log_path.read_text()[-3000:]
     assert agent.status()["clock"]["refuted_step_seconds"] is not None
     # The deadline is enforced on the agent's own (monotonic-anchored) time, with its warning first.
+    # (bounds for a loaded 2-core machine; the faults being guarded against are an hour off)
     seen = kit.wait_state(iid, ENDED, timeout=30)
-    assert seen is not None and deadline.timestamp() - 1 <= seen <= deadline.timestamp() + 3
+    assert seen is not None and deadline.timestamp() - 1 <= seen <= deadline.timestamp() + 8
     assert agent.named("warning")
 
 
@@ -311,9 +327,9 @@ def test_a_backward_clock_step_does_not_stall_the_timers(
         offset.write_text("-3600")  # the wall clock jumps an hour back
         agent.wait_for("clock.step", 10)
         before = watchdog.drain()
-        time.sleep(3)
-        assert watchdog.drain() >= before + 2  # the tick goes on: the watchdog keeps being fed
-        seen = kit.wait_state(iid, ENDED, timeout=30)
-        assert seen is not None and seen <= deadline.timestamp() + 3, agent.log_path.read_text()[-3000:]
+        # the tick goes on: the watchdog keeps being fed
+        wait_until(lambda: watchdog.drain() >= before + 2, 15, "two more watchdog pings", agent)
+        seen = kit.wait_state(iid, ENDED, timeout=30)  # on time, not an hour late (loaded-machine bound)
+        assert seen is not None and seen <= deadline.timestamp() + 8, agent.log_path.read_text()[-3000:]
     finally:
         watchdog.close()
