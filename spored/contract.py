@@ -46,12 +46,13 @@ class TagSpec:
 
 TAGS: tuple[TagSpec, ...] = (
     TagSpec(TAG_MANAGED, "`true`", "spawn launch", "spored, spawn list",
-            "The agent acts only on instances carrying `spawn:managed=true`."),
+            "The agent acts only on instances carrying `spawn:managed=true` (exactly: `TRUE` is "
+            "reported, not obeyed)."),
     TagSpec(TAG_TTL, "duration", "spawn launch, spawn config", "spored",
             "Time to live, counted from the instance's launch time."),
     TagSpec(TAG_EXPIRES_AT, "UTC timestamp `YYYY-MM-DDTHH:MM:SSZ`",
             "spawn launch, spawn extend, spawn start", "spored, spawn list",
-            "Absolute deadline; wins over `spawn:ttl` when present."),
+            "Absolute deadline, at most 366 days ahead; wins over `spawn:ttl` when present."),
     TagSpec(TAG_IDLE_TIMEOUT, "duration", "spawn launch, spawn config", "spored",
             "How long the instance may be idle before the on-idle action."),
     TagSpec(TAG_ON_COMPLETE, "`terminate` | `stop` | `hibernate`", "spawn launch, spawn config",

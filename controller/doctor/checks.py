@@ -20,7 +20,7 @@ from controller.doctor.report import Check, Status
 from controller.launch import agent_source, ami, keys
 from controller.launch import flags as launch_flags
 from spored.contract import MANAGED_VALUE, TAG_MANAGED
-from spored.errors import SpawnError
+from spored.errors import SpawnError, aws_error_code, aws_error_message
 
 CLI_POLICY_FIX = "attach the policy `spawn iam cli-policy --scoped` prints to the user or role you use"
 DRY_RUN_NAME = "spawn-doctor-dry-run"
@@ -81,18 +81,11 @@ class Context:
 
 
 def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str((response.get("Error") or {}).get("Code") or "Unknown")
-    return type(exc).__name__
+    return aws_error_code(exc) or type(exc).__name__
 
 
 def _message(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        text = str((response.get("Error") or {}).get("Message") or "")
-        return f"{_code(exc)}: {text}" if text else _code(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return f"{_code(exc)}: {aws_error_message(exc)}"
 
 
 def _denied(exc: BaseException) -> bool:
