@@ -449,9 +449,10 @@ class Agent:
             self._warning_key = None
         if decision.verb is Verb.ACT:
             failure = self.state.failure
-            if (failure is not None and failure.key == decision.key
+            if (failure is not None and failure.key == decision.key and failure.kind != "metadata"
                     and time.monotonic() - self._last_attempt < ACT_RETRY.total_seconds()):
-                pass  # failed a moment ago: retry after ACT_RETRY, not on every event
+                pass  # the EC2 call failed a moment ago: retry after ACT_RETRY, not on every event
+                # (unreadable metadata is retried on every event: it is a local read, not an API call)
             else:
                 self._last_attempt = time.monotonic()
                 self._act(decision)

@@ -423,10 +423,11 @@ def test_completion_acts_after_the_delay_and_consumes_the_marker(
     started(agent)
     env = {**os.environ, "RUNTIME_DIRECTORY": str(tmp_path / "run")}
     cfg = tmp_path / "spored.toml"
+    signalled = time.time()  # `spored complete` returns once the agent recorded it: time it from the call
     done = subprocess.run([sys.executable, "-m", "spored.cli", "--config", str(cfg), "complete", "--json"],
                           env=env, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
-    signalled = time.time()
+    assert json.loads(done.stdout)["recorded_by_agent"] is True
     seen = wait_state(iid, {"stopping", "stopped"}, timeout=10)
     assert seen is not None, agent.log_path.read_text()[-3000:]
     assert 2.0 <= seen - signalled <= 5.0
