@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from spored.errors import AwsError, from_aws
+from spored.errors import AwsError, aws_error_code, from_aws
 
 from . import document as doclib
 from .boundary import BOUNDARY_DESCRIPTION, BOUNDARY_NAME, BOUNDARY_PATH, boundary_arn, boundary_document
@@ -42,13 +42,6 @@ class SetupResult:
     def to_dict(self) -> dict[str, Any]:
         return {"boundary_arn": self.arn, "state": self.state, "dry_run": self.dry_run,
                 "steps": list(self.steps), "document": self.document}
-
-
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str((response.get("Error") or {}).get("Code", ""))
-    return ""
 
 
 def _decode(value: Any) -> Any:
@@ -83,7 +76,7 @@ def setup_boundary(*, dry_run: bool = False) -> SetupResult:
     try:
         policy = iam.get_policy(PolicyArn=arn)["Policy"]
     except Exception as exc:
-        if _code(exc) != "NoSuchEntity":
+        if aws_error_code(exc) != "NoSuchEntity":
             if isinstance(getattr(exc, "response", None), dict):
                 raise from_aws(exc, action=f"reading {arn}") from exc
             raise
@@ -136,7 +129,7 @@ def account_boundary(iam: Any, account: str, *, partition: str = "aws") -> str |
     try:
         iam.get_policy(PolicyArn=arn)
     except Exception as exc:
-        if _code(exc) in {"NoSuchEntity", "AccessDenied", "AccessDeniedException"}:
+        if aws_error_code(exc) in {"NoSuchEntity", "AccessDenied", "AccessDeniedException"}:
             return None
         if isinstance(getattr(exc, "response", None), dict):
             raise from_aws(exc, action=f"looking for spawn's permissions boundary {arn}") from exc
