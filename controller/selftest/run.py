@@ -64,6 +64,8 @@ from spored.contract import (
     parse_timestamp,
 )
 from spored.errors import ExitStatus, SpawnError, UsageError, ValidationError, from_aws
+from spored.permission_proof import Verdict as AgentVerdict
+from spored.permission_proof import find_reported
 
 SELFTEST_NAME = "spawn-selftest"
 TAG_SELFTEST = "spawn:selftest"
@@ -224,6 +226,7 @@ class Observer(threading.Thread):
         self.interval = interval
         self.read_console = console
         self.first_status: dict[str, tuple[float, str]] = {}
+        self.status_values: list[str] = []
         self.ended: tuple[dict[str, Any], float] | None = None
         self.terminated = False
         self.state = "unknown"
@@ -249,6 +252,8 @@ class Observer(threading.Thread):
         value = self.inst.tags(described).get(TAG_AGENT_STATUS)
         if value:
             self.first_status.setdefault(value.split(" ", 1)[0], (now, value))
+            if value not in self.status_values:
+                self.status_values.append(value)
         if self.state in ENDING and self.ended is None:
             self.ended = (described, now)
         self.terminated = self.state == "terminated"
@@ -485,6 +490,13 @@ class Run:
                 found = observer.wait(self.clock, deadline_mono, finished)
                 lines, done = found if found else ([], False)
             verdict, detail = proof.judge(lines, done, local=local, peer_is_real=self.peer_is_real)
+            # The agent's own proof at start (spored.permission_proof): its console line, or the
+            # status tag that carries the same text when CreateTags is allowed.
+            agent_said = find_reported("\n".join([*observer.console_lines, *observer.status_values]))
+            if agent_said is not None and agent_said.verdict is AgentVerdict.DENIED:
+                verdict, detail = Verdict.FAILED, f"the agent's own check: {agent_said.text()}; {detail}"
+            elif agent_said is not None:
+                detail = f"{detail}; the agent's own check: {agent_said.text()}"
             stage.finish(verdict, detail)
             if verdict is Verdict.FAILED:
                 raise _StageError("permissions", None, recorded=True)

@@ -114,3 +114,12 @@ def test_a_report_marks_unchecked_stages_not_reached_and_is_not_ok() -> None:
     render(data, stream)
     assert "[FAIL]" in stream.getvalue() and "fix: check the region's EC2 quotas" in stream.getvalue()
     assert stream.getvalue().rstrip().endswith("FAILED: see the stages above")
+
+
+def test_the_failsafe_line_selftest_looks_for_is_the_one_the_user_data_prints() -> None:
+    from controller.launch import userdata
+    from controller.selftest.run import FAILSAFE_ARMED
+
+    prefix, _, words = FAILSAFE_ARMED.partition(": ")
+    assert f"say() {{ printf '{prefix}: %s" in userdata.FAILSAFE_HELPER
+    assert f'say "{words} for $when' in userdata.FAILSAFE_HELPER
