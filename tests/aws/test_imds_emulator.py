@@ -92,14 +92,14 @@ def emulator(world: World, instance: Instance) -> Iterator[ImdsEmulator]:
 
 
 def token(emu: ImdsEmulator, ttl: int = 21600) -> str:
-    resp = requests.put(f"{emu.url}/latest/api/token", headers={TTL_HEADER: str(ttl)}, timeout=5)
+    resp = requests.put(f"{emu.url}/latest/api/token", headers={TTL_HEADER: str(ttl)}, timeout=30)
     assert resp.status_code == 200
     return resp.text
 
 
 def get(emu: ImdsEmulator, path: str, tok: str | None = None) -> requests.Response:
     headers = {} if tok is None else {TOKEN_HEADER: tok}
-    return requests.get(f"{emu.url}/latest/{path}", headers=headers, timeout=5)
+    return requests.get(f"{emu.url}/latest/{path}", headers=headers, timeout=30)
 
 
 def md(emu: ImdsEmulator, path: str) -> requests.Response:
@@ -110,8 +110,8 @@ def md(emu: ImdsEmulator, path: str) -> requests.Response:
 # Tokens
 # ----------------------------------------------------------------------------------------------
 def test_token_put_returns_a_fresh_token_and_echoes_the_ttl(emulator: ImdsEmulator) -> None:
-    first = requests.put(f"{emulator.url}/latest/api/token", headers={TTL_HEADER: "21600"}, timeout=5)
-    second = requests.put(f"{emulator.url}/latest/api/token", headers={TTL_HEADER: "1"}, timeout=5)
+    first = requests.put(f"{emulator.url}/latest/api/token", headers={TTL_HEADER: "21600"}, timeout=30)
+    second = requests.put(f"{emulator.url}/latest/api/token", headers={TTL_HEADER: "1"}, timeout=30)
     assert (first.status_code, second.status_code) == (200, 200)
     assert first.headers[TTL_HEADER] == "21600" and second.headers[TTL_HEADER] == "1"
     assert len(first.text) >= 40 and first.text != second.text
@@ -120,14 +120,14 @@ def test_token_put_returns_a_fresh_token_and_echoes_the_ttl(emulator: ImdsEmulat
 @pytest.mark.parametrize("ttl", [None, "0", "21601", "-1", "abc", "1.5", ""])
 def test_token_put_with_missing_or_bad_ttl_is_400(emulator: ImdsEmulator, ttl: str | None) -> None:
     headers = {} if ttl is None else {TTL_HEADER: ttl}
-    resp = requests.put(f"{emulator.url}/latest/api/token", headers=headers, timeout=5)
+    resp = requests.put(f"{emulator.url}/latest/api/token", headers=headers, timeout=30)
     assert resp.status_code == 400
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
 def test_other_verbs_on_the_token_path_are_405(emulator: ImdsEmulator, method: str) -> None:
     resp = requests.request(method, f"{emulator.url}/latest/api/token",
-                            headers={TTL_HEADER: "60"}, timeout=5)
+                            headers={TTL_HEADER: "60"}, timeout=30)
     assert resp.status_code == 405
 
 
@@ -135,13 +135,13 @@ def test_only_get_reads_metadata(emulator: ImdsEmulator) -> None:
     headers = {TOKEN_HEADER: token(emulator)}
     for method in ("PUT", "POST", "DELETE"):
         resp = requests.request(method, f"{emulator.url}/latest/meta-data/instance-id", headers=headers,
-                                timeout=5)
+                                timeout=30)
         assert resp.status_code == 405
 
 
 def test_token_put_through_a_proxy_is_403(emulator: ImdsEmulator) -> None:
     resp = requests.put(f"{emulator.url}/latest/api/token",
-                        headers={TTL_HEADER: "60", "X-Forwarded-For": "10.0.0.9"}, timeout=5)
+                        headers={TTL_HEADER: "60", "X-Forwarded-For": "10.0.0.9"}, timeout=30)
     assert resp.status_code == 403
 
 
@@ -189,7 +189,7 @@ def test_tokens_required_can_follow_the_instances_http_tokens(world: World, inst
 
 def test_disabled_endpoint_is_403_for_everything(world: World, instance: Instance) -> None:
     with ImdsEmulator(instance.instance_id, REGION, world.url, endpoint_enabled=False) as emu:
-        resp = requests.put(f"{emu.url}/latest/api/token", headers={TTL_HEADER: "60"}, timeout=5)
+        resp = requests.put(f"{emu.url}/latest/api/token", headers={TTL_HEADER: "60"}, timeout=30)
         assert resp.status_code == 403
         assert get(emu, "meta-data/instance-id").status_code == 403
         assert get(emu, "meta-data/instance-id", "whatever").status_code == 403
@@ -213,7 +213,7 @@ def test_listings_and_unknown_paths(emulator: ImdsEmulator) -> None:
     assert get(emulator, "", tok).text.split("\n") == ["dynamic", "meta-data", "user-data"]
     assert get(emulator, "meta-data/no-such-key", tok).status_code == 404
     assert get(emulator, "meta-data/instance-id/deeper", tok).status_code == 404
-    resp = requests.get(f"{emulator.url}/2009-04-04/meta-data/", headers={TOKEN_HEADER: tok}, timeout=5)
+    resp = requests.get(f"{emulator.url}/2009-04-04/meta-data/", headers={TOKEN_HEADER: tok}, timeout=30)
     assert resp.status_code == 404
 
 
@@ -464,28 +464,28 @@ def test_runs_as_a_process_with_a_control_api(world: World, instance: Instance) 
         ready = json.loads(proc.stdout.readline())
         assert ready["event"] == "ready"
         url = ready["url"]
-        tok = requests.put(f"{url}/latest/api/token", headers={TTL_HEADER: "60"}, timeout=5).text
+        tok = requests.put(f"{url}/latest/api/token", headers={TTL_HEADER: "60"}, timeout=30).text
         headers = {TOKEN_HEADER: tok}
 
         def meta(path: str) -> requests.Response:
-            return requests.get(f"{url}/latest/meta-data/{path}", headers=headers, timeout=5)
+            return requests.get(f"{url}/latest/meta-data/{path}", headers=headers, timeout=30)
 
         assert meta("instance-id").text == instance.instance_id
         assert meta("tags/instance").status_code == 404
         assert meta("spot/instance-action").status_code == 404
         armed = requests.post(f"{url}/_emulator/spot",
-                              json={"action": "hibernate", "time": "2026-11-28T04:00:00Z"}, timeout=5)
+                              json={"action": "hibernate", "time": "2026-11-28T04:00:00Z"}, timeout=30)
         assert armed.status_code == 200
         assert meta("spot/instance-action").json() == {"action": "hibernate", "time": "2026-11-28T04:00:00Z"}
-        assert requests.post(f"{url}/_emulator/rebalance", json={}, timeout=5).status_code == 200
+        assert requests.post(f"{url}/_emulator/rebalance", json={}, timeout=30).status_code == 200
         assert "noticeTime" in meta("events/recommendations/rebalance").json()
-        bad = requests.post(f"{url}/_emulator/spot", json={"action": "explode"}, timeout=5)
+        bad = requests.post(f"{url}/_emulator/spot", json={"action": "explode"}, timeout=30)
         assert bad.status_code == 400 and "explode" in bad.json()["error"]
-        assert requests.post(f"{url}/_emulator/faults", json={"fail_503": 1}, timeout=5).status_code == 200
+        assert requests.post(f"{url}/_emulator/faults", json={"fail_503": 1}, timeout=30).status_code == 200
         assert meta("instance-id").status_code == 503
-        requests.post(f"{url}/_emulator/tokens/expire", timeout=5)
+        requests.post(f"{url}/_emulator/tokens/expire", timeout=30)
         assert meta("instance-id").status_code == 401
-        log = requests.get(f"{url}/_emulator/requests", timeout=5).json()
+        log = requests.get(f"{url}/_emulator/requests", timeout=30).json()
         assert [r["status"] for r in log if r["path"] == "/latest/meta-data/instance-id"] == [200, 503, 401]
         assert all(not r["path"].startswith("/_emulator") for r in log)
     finally:
@@ -512,7 +512,7 @@ def test_process_logs_failures_once_on_stderr(world: World, instance: Instance) 
     try:
         assert proc.stdout is not None
         url = json.loads(proc.stdout.readline())["url"]
-        tok = requests.put(f"{url}/latest/api/token", headers={TTL_HEADER: "60"}, timeout=5).text
+        tok = requests.put(f"{url}/latest/api/token", headers={TTL_HEADER: "60"}, timeout=30).text
         for _ in range(3):
             resp = requests.get(f"{url}/latest/meta-data/instance-id", headers={TOKEN_HEADER: tok},
                                 timeout=10)
