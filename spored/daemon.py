@@ -194,10 +194,9 @@ class Agent:
         the wall clock with the agent's time; on any change, the loop re-plans its timers."""
         changes = [self.clock.check()]
         if self.clock.pending is not None:
-            if time.monotonic() - self.imds.last_date_at > CLOCK_CHECK.total_seconds():
-                # No recent metadata response (no notice poll off spot): ask for one, for its Date.
-                with contextlib.suppress(ImdsError):
-                    self.imds.get("meta-data/instance-id")
+            # A response from now, for its Date (an older one may predate the step).
+            with contextlib.suppress(ImdsError):
+                self.imds.get("meta-data/instance-id")
             reference = reference_from_date(self.imds.last_date, self.imds.last_date_at,
                                             "instance metadata Date header")
             changes.append(self.clock.check(reference))

@@ -82,7 +82,7 @@ def test_a_spot_notice_carries_its_own_action_to_the_warning_the_hook_and_the_lo
     hook = tmp_path / "pre-stop.sh"
     hook.write_text(f'#!/bin/sh\necho "$SPORED_ACTION $SPORED_REASON" > {seen}.tmp\nmv {seen}.tmp {seen}\n')
     hook.chmod(0o755)
-    iid = launch({"spawn:managed": "true", "spawn:ttl": "2h"})
+    iid = launch({"spawn:managed": "true", "spawn:ttl": "2h"}, spot=True)  # notices: spot only
     emu = emulator_for(iid)
     agent = run_agent(emu, f'pre_stop_hook = "{hook}"\n')
     started(agent)
