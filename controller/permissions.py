@@ -169,6 +169,7 @@ declare("launch", "ec2", "DescribeInstances", "ec2:DescribeInstances")
 declare("launch", "ec2", "TerminateInstances", "ec2:TerminateInstances")
 declare("launch", "s3", "CreateBucket", "s3:CreateBucket", "s3:PutBucketOwnershipControls")
 declare("launch", "s3", "HeadBucket", "s3:ListBucket")
+declare("launch", "s3", "ListBuckets", "s3:ListAllMyBuckets")  # finds the bucket again if its name was taken
 declare("launch", "s3", "PutPublicAccessBlock", "s3:PutBucketPublicAccessBlock")
 declare("launch", "s3", "PutObject", "s3:PutObject", "s3:PutObjectTagging")
 declare("launch", "s3", "HeadObject", "s3:GetObject")

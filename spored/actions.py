@@ -1,7 +1,15 @@
 """What the agent does to the world: EC2 actions, warnings, the pre-stop hook, the power-off request.
 
 The agent runs unprivileged; the OS power-off (the backstop) is *requested* by writing
-``$RUNTIME_DIRECTORY/poweroff``, which a systemd path unit (spored-poweroff.path) acts on.
+``$RUNTIME_DIRECTORY/private/poweroff``, which a systemd path unit (spored-poweroff.path) acts on.
+
+Only user ``spored`` can make or block that request. ``$RUNTIME_DIRECTORY`` (/run/spored) is
+group-writable, so that members of group ``spored`` can signal completion, and sticky (mode 1770):
+they may create entries there but not rename or remove the agent's. The request lives one level
+down in ``private/``, a directory the agent makes itself with mode 0700, so nobody else can put
+anything in it. Whatever else is found under that name (a directory, link or file planted by
+someone else, e.g. while the agent restarted) is moved aside first: the owner of a sticky
+directory may rename any entry in it.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -25,6 +34,7 @@ log = logs.get("spored.actions")
 
 WARNING_FILE = "warning"
 POWEROFF_FILE = "poweroff"
+PRIVATE_DIR = "private"
 
 
 def execute(ec2: Ec2, instance_id: str, action: Action, *, hibernate_fallback: Action) -> Action:
@@ -66,8 +76,28 @@ def clear_warning(runtime: Path) -> None:
         (runtime / WARNING_FILE).unlink()
 
 
+def private_dir(runtime: Path) -> Path:
+    """``runtime/private``: a directory of this user's, mode 0700, made if absent. Anything else
+    found there is moved aside (``.planted-private-<ns>``) and logged. Raises OSError if it cannot."""
+    path = runtime / PRIVATE_DIR
+    uid = os.geteuid()
+    for _ in range(3):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        found = os.lstat(path)
+        if stat.S_ISDIR(found.st_mode) and found.st_uid == uid:
+            if stat.S_IMODE(found.st_mode) != 0o700:
+                os.chmod(path, 0o700)
+            return path
+        aside = runtime / f".planted-{PRIVATE_DIR}-{time.time_ns()}"
+        os.rename(path, aside)
+        log.warning("runtime.planted_entry_moved", path=str(path), moved_to=str(aside),
+                    owner_uid=found.st_uid, kind=stat.filemode(found.st_mode))
+    raise OSError(f"{path}: something keeps replacing it")
+
+
 def request_poweroff(runtime: Path, *, reason: str) -> Path:
-    path = runtime / POWEROFF_FILE
+    path = private_dir(runtime) / POWEROFF_FILE
     write_atomic(path, json.dumps({"requested_at": format_timestamp(datetime.now(UTC)),
                                    "reason": reason}) + "\n", mode=0o644)
     return path

@@ -910,6 +910,11 @@ class Agent:
                  dry_run=self.config.dry_run, backstop=self.config.backstop)
         if self.store.problem:
             log.error("state.problem", problem=self.store.problem)
+        try:  # now, so that nothing planted while the agent was down can block a later request
+            actions.private_dir(self.runtime)
+        except OSError as exc:
+            log.error("runtime.private_dir_failed", path=str(self.runtime / actions.PRIVATE_DIR),
+                      error=str(exc))
         ready = "starting"
         try:
             self.refresh_identity()

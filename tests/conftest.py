@@ -1,6 +1,7 @@
 """Shared fixtures: a moto server speaking the AWS APIs on loopback, fake credentials everywhere.
 
-No test can reach real AWS: credentials are fake and every AWS endpoint is the local server.
+No test can reach real AWS: credentials are fake and every AWS endpoint is the local server; the
+public-address lookup for SSH points at a loopback port that refuses.
 In CI (CI=true) a skipped test in a real-parts tier (aws, integration, e2e) fails the run.
 """
 
@@ -34,6 +35,9 @@ os.environ.update({
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     "AWS_EC2_METADATA_DISABLED": "true",
+    # `spawn launch` looks up the caller's public address for SSH: never on the internet from a
+    # test. This loopback port refuses, so a test that needs an address serves or passes one.
+    "SPAWN_CHECKIP_URL": "http://127.0.0.1:9/",
 })
 os.environ.pop("AWS_PROFILE", None)
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from controller import aws
-from controller.launch import agent_source, ami, keys, netsec, pricing, userdata
+from controller.launch import agent_source, ami, checkip, keys, netsec, pricing, userdata
 from controller.launch import flags as launch_flags
 from controller.launch.flags import LaunchFlags
 from controller.launch.plan import ImageFacts, InstanceTypeFacts, LaunchFacts, LaunchPlan, build, printable
@@ -129,7 +129,13 @@ def gather(args: argparse.Namespace, lf: LaunchFlags, update: Callable[[str, str
     if key_name:
         keys.require_key_pair(ec2, key_name)
     elif lf.ssh_public_key:
-        key_name = keys.find_key_pair(ec2, lf.ssh_public_key)
+        # a pair holding this key under any name; else spawn's name must be free or hold it
+        key_name = keys.find_key_pair(ec2, lf.ssh_public_key) or keys.check_spawn_name(ec2, lf.ssh_public_key)
+    if lf.ssh_from_lookup:
+        update("validate", "looking up your public IPv4 address for SSH")
+        lf = dataclasses.replace(lf, ssh_from=(checkip.caller_cidr(),), ssh_from_lookup=False)
+    if not lf.security_groups:
+        netsec.find_group(ec2, vpc_id, lf.ssh_from)  # refuses a group under spawn's name it did not make
     update("validate", "done")
     update("AMI", "resolving")
     image = ami.resolve_image(ec2, aws.client("ssm", region), type_facts, lf.ami)
@@ -470,8 +476,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
         out.warn("--no-timeout: no failsafe is armed; the instance runs until you end it")
     if lf.timeout_defaulted:
         out.warn("no --ttl or --idle-timeout: an idle timeout of 1h applies (--no-timeout to allow none)")
-    if lf.ssh_from_defaulted:
-        out.warn(f"SSH open to {launch_flags.DEFAULT_SSH_FROM}: pass --ssh-from YOUR_IP/32 to narrow it")
+    if launch_flags.open_to_everyone(lf):
+        out.warn(f"SSH open to everyone ({', '.join(lf.ssh_from)}), as --ssh-from asked: anyone on the "
+                 "internet can try to log in")
     if not lf.key_name and not lf.ssh_public_key:
         out.warn("no SSH key (--key-name/--ssh-key, or ~/.ssh/id_ed25519.pub): no SSH ingress, "
                  "`spawn connect` will not work")

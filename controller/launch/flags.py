@@ -28,7 +28,7 @@ from spored.errors import ValidationError
 
 DEFAULT_IDLE_TIMEOUT = timedelta(hours=1)
 DEFAULT_AGENT_WAIT = timedelta(minutes=3)
-DEFAULT_SSH_FROM = "0.0.0.0/0"
+EVERYONE = ("0.0.0.0/0", "::/0")
 MAX_COUNT = 50
 
 INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
@@ -40,7 +40,7 @@ KEY_NAME_RE = re.compile(r"^[\x20-\x7e]{1,255}$")
 # EC2 tag values: letters, digits, spaces and _ . : / = + - @ (we also refuse leading/trailing space).
 NAME_RE = re.compile(r"^[\w.:/=+\-@](?:[\w .:/=+\-@]{0,254}[\w.:/=+\-@])?$")
 CLIENT_TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,64}$")
-URL_RE = re.compile(r"^https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~%/+=\-]*)?"
+URL_RE = re.compile(r"^https://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~%/+=\-]*)?"
                     r"(?:\?[A-Za-z0-9._~%&=+/\-]*)?$")
 
 
@@ -63,7 +63,9 @@ class LaunchFlags:
     ssh_public_key: str | None = None  # OpenSSH public key text, from --ssh-key or ~/.ssh
     ssh_key_path: str | None = None
     ssh_from: tuple[str, ...] = ()
-    ssh_from_defaulted: bool = False
+    # No --ssh-from but a key to connect with: SSH from the caller's own public address, looked up
+    # by the launch (controller.launch.checkip) before anything is created.
+    ssh_from_lookup: bool = False
     subnet: str | None = None
     security_groups: tuple[str, ...] = ()
     user_data: bytes | None = None
@@ -114,11 +116,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ssh.add_argument("--ssh-key", metavar="PATH",
                      help="public key to import (default: ~/.ssh/id_ed25519.pub, then id_rsa.pub)")
     ssh.add_argument("--ssh-from", action="append", default=[], metavar="CIDR",
-                     help=f"allow SSH from this CIDR (repeatable; default {DEFAULT_SSH_FROM}, warned)")
+                     help="allow SSH from this CIDR (repeatable; default: your own public IPv4 "
+                     "address/32, looked up at https://checkip.amazonaws.com or $SPAWN_CHECKIP_URL; "
+                     "0.0.0.0/0 opens SSH to everyone, only when given here, with a warning)")
     ag = parser.add_argument_group("agent")
     ag.add_argument("--agent-bundle", default=os.environ.get("SPAWN_AGENT_BUNDLE"),
                     metavar="PATH|URL", help="spored bundle tarball: a local file (uploaded to a "
-                    "private S3 bucket in your account) or an http(s) URL (env SPAWN_AGENT_BUNDLE)")
+                    "private S3 bucket in your account) or an https URL; plain http is refused "
+                    "(env SPAWN_AGENT_BUNDLE)")
     ag.add_argument("--agent-wait", default="3m",
                     help="how long to wait for the agent to report (default 3m)")
     ag.add_argument("--no-wait", action="store_true",
@@ -193,19 +198,26 @@ def _user_data(path: str | None) -> bytes | None:
 
 
 def _agent_bundle(value: str | None) -> str | None:
+    """A local file (uploaded to the account's own bucket) or an https URL. Never plain http: the
+    bundle is code that runs as root with the instance's role, and anyone on the network path
+    could replace it (the controller would hash the replaced file and the instance would trust it)."""
     if value is None or value == "":
         return None
-    if value.startswith(("http://", "https://")):
+    if value[:7].lower() == "http://":
+        raise ValidationError("--agent-bundle", f"{value!r}: plain http is refused (anyone on the "
+                              "network path could replace the agent); accepted: a local file "
+                              "(uploaded to a private S3 bucket in your account) or an https:// URL")
+    if value[:8].lower() == "https://":
         if not URL_RE.match(value):
             raise ValidationError("--agent-bundle", f"{value!r} is not an accepted URL; accepted: "
-                                  "http(s)://host[:port]/path with letters, digits and ._~%/+=- only")
+                                  "https://host[:port]/path with letters, digits and ._~%/+=- only")
         return value
     if "://" in value:
-        raise ValidationError("--agent-bundle", f"{value!r}: accepted: a local file or an http(s) URL")
+        raise ValidationError("--agent-bundle", f"{value!r}: accepted: a local file or an https URL")
     path = Path(value)
     if not path.is_file():
         raise ValidationError("--agent-bundle", f"{value!r} is not a file; accepted: a local "
-                              "spored-bundle-*.tar.gz or an http(s) URL")
+                              "spored-bundle-*.tar.gz or an https URL")
     return str(path.resolve())
 
 
@@ -271,9 +283,7 @@ def validate(args: argparse.Namespace, *, home: Path | None = None) -> LaunchFla
     if ssh_from and sgs:
         raise ValidationError("--ssh-from", "with --security-group, your group decides who may "
                               "connect; drop one of them")
-    defaulted = False
-    if not ssh_from and not sgs and (key_name or ssh_public_key):
-        ssh_from, defaulted = (DEFAULT_SSH_FROM,), True
+    lookup = not ssh_from and not sgs and bool(key_name or ssh_public_key)
 
     wait = parse_duration(args.agent_wait, field="--agent-wait")
     return LaunchFlags(
@@ -281,13 +291,17 @@ def validate(args: argparse.Namespace, *, home: Path | None = None) -> LaunchFla
         ttl=ttl, idle_timeout=idle, on_complete=on_complete, spot=bool(args.spot),
         spot_max_price=price, hibernate=bool(args.hibernate), key_name=key_name,
         ssh_public_key=ssh_public_key, ssh_key_path=ssh_key_path, ssh_from=ssh_from,
-        ssh_from_defaulted=defaulted, subnet=subnet, security_groups=sgs,
+        ssh_from_lookup=lookup, subnet=subnet, security_groups=sgs,
         user_data=_user_data(args.user_data), imds_hop_limit=hop,
         agent_bundle=_agent_bundle(args.agent_bundle),
         dry_run=bool(args.dry_run), wait_agent=wait, no_wait=bool(args.no_wait),
         timeout_defaulted=timeout_defaulted,
         **({"client_token": token} if token else {}),
     )
+
+
+def open_to_everyone(flags: LaunchFlags) -> bool:
+    return any(cidr in EVERYONE for cidr in flags.ssh_from)
 
 
 def as_dict(flags: LaunchFlags) -> dict[str, Any]:

@@ -1,7 +1,14 @@
 """The VPC/subnet to launch into and spawn's security group: SSH (port 22) only, only from the
 CIDRs asked for; no ingress at all when there is no key to connect with.
 
-The group's name is derived from its rules, so it is created once per VPC and reused.
+The group's name is derived from its rules, so it is created once per VPC and reused. Anyone in
+the account can predict that name and create a group under it first (with every port open, say).
+So a group found under spawn's name is reused only if spawn's tags are on it (``spawn:managed`` =
+``true`` and ``Name`` = the group name, as spawn tags it at creation) and its ingress is exactly
+what spawn would set: one TCP/22 permission from exactly the asked-for CIDRs, nothing else (no
+other ports or protocols, no group, prefix-list or other-CIDR sources). Anything else stops the
+launch with exit 2, naming the group and what differs. The tags only show intent (whoever may tag
+may forge them); the ingress check is what keeps the instance out of a group that admits others.
 """
 
 from __future__ import annotations
@@ -67,13 +74,59 @@ def require_groups(ec2: Any, group_ids: tuple[str, ...]) -> None:
         raise from_aws(exc, action="describing security groups") from exc
 
 
+def _rules(permissions: list[dict[str, Any]]) -> set[tuple[str, Any, Any, str, str]]:
+    """Pure: a permission list as comparable (protocol, from, to, source kind, source) rows."""
+    rows: set[tuple[str, Any, Any, str, str]] = set()
+    for perm in permissions:
+        head = (str(perm.get("IpProtocol")), perm.get("FromPort"), perm.get("ToPort"))
+        sources = ([("cidr", r["CidrIp"]) for r in perm.get("IpRanges", [])]
+                   + [("cidr6", r["CidrIpv6"]) for r in perm.get("Ipv6Ranges", [])]
+                   + [("group", str(g.get("GroupId") or g.get("GroupName")))
+                      for g in perm.get("UserIdGroupPairs", [])]
+                   + [("prefix-list", p["PrefixListId"]) for p in perm.get("PrefixListIds", [])])
+        rows.update((*head, kind, source) for kind, source in (sources or [("none", "")]))
+    return rows
+
+
+def group_problems(group: dict[str, Any], cidrs: tuple[str, ...]) -> list[str]:
+    """Pure: why a group found under spawn's name is not one spawn would use ([] = fine)."""
+    problems = []
+    tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
+    name = group_name(cidrs)
+    if tags.get("spawn:managed") != "true" or tags.get("Name") != name:
+        problems.append(f"it lacks spawn's tags (spawn:managed=true, Name={name})")
+    want, have = _rules(ingress_permissions(cidrs)), _rules(group.get("IpPermissions", []))
+    extra, missing = sorted(have - want, key=str), sorted(want - have, key=str)
+    if extra:
+        problems.append("it admits more than spawn would: " + "; ".join(
+            f"{proto} {lo}-{hi} from {source or 'anywhere'}" for proto, lo, hi, _k, source in extra))
+    if missing:
+        problems.append("it lacks spawn's rule: " + "; ".join(
+            f"{proto} {lo}-{hi} from {source}" for proto, lo, hi, _k, source in missing))
+    return problems
+
+
 def find_group(ec2: Any, vpc_id: str, cidrs: tuple[str, ...]) -> str | None:
-    resp = ec2.describe_security_groups(Filters=[
-        {"Name": "group-name", "Values": [group_name(cidrs)]},
-        {"Name": "vpc-id", "Values": [vpc_id]},
-    ])
+    """The id of spawn's group for these CIDRs in this VPC, if it exists and checks out (a read);
+    a group under that name that spawn would not have made raises ValidationError."""
+    try:
+        resp = ec2.describe_security_groups(Filters=[
+            {"Name": "group-name", "Values": [group_name(cidrs)]},
+            {"Name": "vpc-id", "Values": [vpc_id]},
+        ])
+    except Exception as exc:
+        raise from_aws(exc, action="describing security groups") from exc
     groups = resp.get("SecurityGroups", [])
-    return str(groups[0]["GroupId"]) if groups else None
+    if not groups:
+        return None
+    group = groups[0]
+    problems = group_problems(group, cidrs)
+    if problems:
+        raise ValidationError("--ssh-from", f"security group {group_name(cidrs)} ({group['GroupId']}) in "
+                              f"{vpc_id} is not one spawn made: {'; '.join(problems)}. spawn will not put "
+                              "your instance in it and created nothing. If nobody you trust made it, delete "
+                              "it; or pass --security-group with a group of your own")
+    return str(group["GroupId"])
 
 
 def ensure_group(ec2: Any, vpc_id: str, cidrs: tuple[str, ...]) -> tuple[str, bool]:

@@ -62,6 +62,7 @@ def test_minimal_policy_user_launches_with_defaults_and_templates(
     recorded.clear()
 
     common = ["launch", "--instance-type", "t3.micro", "--ttl", "1h", "--ssh-key", files["key"],
+              "--ssh-from", "203.0.113.7/32",
               "--agent-bundle", files["bundle"], "--no-wait", "--json", "--region", REGION]
     for extra in ([], ["--iam-policy", "s3:ReadOnly@my-bucket/in/*,logs:WriteOnly"]):
         code = main([*common, *extra])

@@ -252,6 +252,7 @@ def test_dry_run_makes_no_writes(capsys: pytest.CaptureFixture[str], bundle: Pat
     before = inventory()
     calls.clear()
     code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--ssh-key", str(ssh_key),
+                           "--ssh-from", "203.0.113.7/32",
                            "--iam-policy", "s3:ReadOnly", "--agent-bundle", str(bundle), "--dry-run",
                            "--json", "--region", REGION)
     assert code == 0, err
@@ -273,7 +274,8 @@ def test_rollback_when_run_instances_fails(aws: MotoServer, capsys: pytest.Captu
     controller_aws.CALL_HOOKS.append(hook)
     try:
         code, _out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--iam-role", "job-role",
-                                "--ssh-key", str(ssh_key), "--agent-bundle", str(bundle), "--no-wait",
+                                "--ssh-key", str(ssh_key), "--ssh-from", "203.0.113.99/32",
+                                "--agent-bundle", str(bundle), "--no-wait",
                                 "--region", REGION)
     finally:
         controller_aws.CALL_HOOKS.remove(hook)
@@ -326,7 +328,12 @@ def test_content_addressed_role_is_kept_and_reused(aws: MotoServer, capsys: pyte
 
 
 @pytest.fixture
-def served_bundle(bundle: Path) -> Iterator[str]:
+def served_bundle(bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The bundle over https from loopback, with a throwaway CA the controller is told to trust."""
+    from tests.tls import make_ca
+
+    ca = make_ca(tmp_path / "tls")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca.ca_file))
     directory = str(bundle.parent)
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -337,10 +344,11 @@ def served_bundle(bundle: Path) -> Iterator[str]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = ca.server_context().wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{bundle.name}"
+        yield f"https://127.0.0.1:{server.server_address[1]}/{bundle.name}"
     finally:
         server.shutdown()
         server.server_close()
@@ -477,6 +485,7 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["-t", "t3.micro", "--iam-policy", "s3:ReadOnlyy"], "--iam-policy"),
     (["-t", "t3.micro", "--iam-managed-policies", "arn:aws:iam::policy/Nope"], "--iam-managed-policies"),
     (["-t", "t3.micro", "--agent-bundle", "ftp://example.com/b.tgz"], "--agent-bundle"),
+    (["-t", "t3.micro", "--agent-bundle", "http://127.0.0.1:9/spored-bundle.tar.gz"], "--agent-bundle"),
     (["-t", "t3.micro", "--user-data", "PLAIN"], "--user-data"),
     (["-t", "t3.micro", "--region", "mars-north-1x"], "--region"),
 ]
@@ -538,3 +547,75 @@ def test_uploaded_bundle_is_fetched_through_a_sigv4_presigned_url(capsys: pytest
     bucket = urlsplit(fetched).path.split("/")[1]
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert all(block.values())
+
+
+@contextlib.contextmanager
+def checkip_answering(body: str) -> Iterator[str]:
+    """A local stand-in for https://checkip.amazonaws.com (the launch must not reach the internet)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _ingress(instance_id: str) -> list[tuple[str, int, int, list[str], list[str]]]:
+    inst = ec2().describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    group_ids = [g["GroupId"] for g in inst["SecurityGroups"]]
+    groups = ec2().describe_security_groups(GroupIds=group_ids)["SecurityGroups"]
+    return [(p["IpProtocol"], p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p.get("IpRanges", [])],
+             [r["CidrIpv6"] for r in p.get("Ipv6Ranges", [])]) for g in groups for p in g["IpPermissions"]]
+
+
+@pytest.mark.usefixtures("aws", "home")
+def test_ssh_is_open_only_to_the_callers_own_address_by_default(
+        capsys: pytest.CaptureFixture[str], bundle: Path, ssh_key: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with checkip_answering("198.51.100.23\n") as url:
+        monkeypatch.setenv("SPAWN_CHECKIP_URL", url)
+        code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--ssh-key", str(ssh_key),
+                               "--agent-bundle", str(bundle), "--no-wait", "--json", "--region", REGION)
+    assert code == 0, err
+    assert _ingress(json.loads(out)["instances"][0]["instance_id"]) == [
+        ("tcp", 22, 22, ["198.51.100.23/32"], [])]
+    assert "0.0.0.0/0" not in err
+
+
+@pytest.mark.usefixtures("aws", "home")
+def test_a_failed_address_lookup_stops_before_anything_is_created(
+        capsys: pytest.CaptureFixture[str], bundle: Path, ssh_key: Path,
+        calls: list[tuple[str, str]]) -> None:
+    before = inventory()
+    calls.clear()
+    # SPAWN_CHECKIP_URL is a loopback port that refuses (tests/conftest.py)
+    code, _out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--ssh-key", str(ssh_key),
+                            "--agent-bundle", str(bundle), "--no-wait", "--region", REGION)
+    assert code == 2, err
+    assert "--ssh-from" in err and "could not look up your public IPv4 address" in err
+    assert [op for _svc, op in calls if op.startswith(WRITE_PREFIXES)] == []
+    assert inventory() == before
+
+
+@pytest.mark.usefixtures("aws", "home")
+def test_ssh_from_everyone_only_when_asked_and_warned(capsys: pytest.CaptureFixture[str], bundle: Path,
+                                                      ssh_key: Path) -> None:
+    code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--ssh-key", str(ssh_key),
+                           "--ssh-from", "0.0.0.0/0", "--agent-bundle", str(bundle), "--no-wait", "--json",
+                           "--region", REGION)
+    assert code == 0, err
+    assert "SSH open to everyone (0.0.0.0/0)" in err
+    assert _ingress(json.loads(out)["instances"][0]["instance_id"]) == [("tcp", 22, 22, ["0.0.0.0/0"], [])]

@@ -1,5 +1,7 @@
 """The e2e tier's world: a container with a real systemd, and on the host side of its veth the
-IMDS emulator (169.254.169.254:80), a moto server and an HTTP server for the agent bundle.
+IMDS emulator (169.254.169.254:80) and a moto server. The agent bundle goes the way a local
+bundle always goes: `spawn launch` uploads it to the account's bucket (in moto) and the instance
+fetches it through the pre-signed URL, from the moto server on the veth.
 
 Everything is created per run and removed at the end, also when a test fails. Needs root
 (namespaces, veth, mounts); in CI a skip here fails the run.
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import gzip
 import json
 import logging
@@ -17,13 +18,11 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.policy import compat32
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,6 @@ def _free_port(address: str) -> int:
     with socket.socket() as s:
         s.bind((address, 0))
         return int(s.getsockname()[1])
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return
 
 
 class ImdsProcess:
@@ -93,11 +87,11 @@ class ImdsProcess:
 class Cloud:
     network: Network
     moto_url: str
-    bundle_url: str
+    bundle_path: str  # a local file: uploaded to moto's S3 by `spawn launch`
     container: Container
     workdir: Path
     imds: ImdsProcess | None = None
-    served_bundle: Path = Path()  # the file behind bundle_url
+    served_bundle: Path = Path()  # the built bundle file (bundle_path)
     notes: list[str] = field(default_factory=list)
     _ec2: Any = None
 
@@ -198,19 +192,14 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         built = ensure_bundle()  # the user's cache: built once per version, as `spawn launch` does
         sys.stderr.write(f"\ne2e: bundle {built.path.name} {built.sha256} in "
                          f"{time.monotonic() - started:.1f}s\n")
-        handler = functools.partial(_QuietHandler, directory=str(built.path.parent))
-        http = ThreadingHTTPServer((network.host_ip, _free_port(network.host_ip)), handler)
-        threading.Thread(target=http.serve_forever, daemon=True).start()
-        stack.callback(http.server_close)
-        stack.callback(http.shutdown)
-        bundle_url = f"http://{network.host_ip}:{http.server_address[1]}/{built.path.name}"
+        bundle_path = str(built.path)
 
         container = Container(f"spawn-e2e-{run_id}", network, mask=host_enabled_units())
         stack.callback(container.close)
         started = time.monotonic()
         container.boot()
         sys.stderr.write(f"e2e: container booted in {time.monotonic() - started:.2f}s\n")
-        world = Cloud(network=network, moto_url=moto_url, bundle_url=bundle_url, container=container,
+        world = Cloud(network=network, moto_url=moto_url, bundle_path=bundle_path, container=container,
                       workdir=workdir, served_bundle=built.path)
         stack.callback(lambda: world.imds.stop() if world.imds else None)
         stack.callback(dump_journal, world)

@@ -67,7 +67,7 @@ def main_pid(cloud: Cloud) -> int:
 def launch(cloud: Cloud, name: str, ttl: str = TTL) -> tuple[str, dict[str, Any]]:
     started = time.monotonic()
     proc = cloud.spawn("launch", "--instance-type", "t3.micro", "--region", "us-east-1", "--name", name,
-                       "--ttl", ttl, "--agent-bundle", cloud.bundle_url, "--no-wait", "--json")
+                       "--ttl", ttl, "--agent-bundle", cloud.bundle_path, "--no-wait", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     state[f"launch_seconds_{name}"] = time.monotonic() - started
@@ -309,20 +309,75 @@ def group_member(cloud: Cloud) -> str:
     return "e2e-member"
 
 
-def test_backstop_ignores_a_power_off_request_from_a_group_member(cloud: Cloud) -> None:
-    """Group `spored` may write in /run/spored (to signal completion), not power the machine off."""
-    as_user(cloud, group_member(cloud), "echo forged > /run/spored/poweroff")
-    wait_for("the forged request to be removed",
-             lambda: cloud.container.run("test", "-e", "/run/spored/poweroff").returncode != 0, 15)
-    assert "not written by spored" in cloud.container.journal("-u", "spored-poweroff.service")
+REQUEST_DIR = "/run/spored/private"
+REQUEST = f"{REQUEST_DIR}/poweroff"
+
+
+def try_as(cloud: Cloud, user: str, command: str) -> int:
+    return cloud.container.run("setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+                               "sh", "-c", command).returncode
+
+
+def still_up(cloud: Cloud) -> None:
     assert cloud.container.proc is not None and cloud.container.proc.poll() is None
     assert cloud.container.systemctl("is-active", "spored-poweroff.path").stdout.strip() == "active"
 
 
-def test_backstop_request_from_the_agent_user_powers_the_machine_off(cloud: Cloud) -> None:
-    """Last: the container goes away. The agent's request file (as written by user spored)."""
+def owner_mode_kind(cloud: Cloud, path: str) -> str:
+    return cloud.container.run("stat", "-c", "%U %a %F", path).stdout.strip()
+
+
+def test_a_group_member_can_neither_forge_nor_block_the_power_off(cloud: Cloud) -> None:
+    """Group `spored` may create entries in /run/spored (to signal completion); the power-off
+    request lives in the agent's own 0700 directory inside it, and /run/spored is sticky."""
+    member = group_member(cloud)
+    assert owner_mode_kind(cloud, "/run/spored") == "spored 1770 directory"
+    assert owner_mode_kind(cloud, REQUEST_DIR) == "spored 700 directory"  # made by the agent at start
+    # Forging: no way to put a request where the path unit looks.
+    for attempt in (f"echo forged > {REQUEST}",
+                    f"ln /run/spored/status.json {REQUEST}",
+                    f"mv {REQUEST_DIR} /run/spored/gone && mkdir {REQUEST_DIR} && echo x > {REQUEST}",
+                    f"ln -s /run/spored/status.json {REQUEST}"):
+        assert try_as(cloud, member, attempt) != 0, attempt
+    assert try_as(cloud, member, "echo forged > /run/spored/poweroff") == 0  # the old place: ignored
+    # Blocking: the agent's directory can't be removed, renamed or filled.
+    for attempt in (f"rm -rf {REQUEST_DIR}", f"mv {REQUEST_DIR} /run/spored/aside",
+                    f"mkdir {REQUEST}", f"chmod 777 {REQUEST_DIR}"):
+        assert try_as(cloud, member, attempt) != 0, attempt
+    assert owner_mode_kind(cloud, REQUEST_DIR) == "spored 700 directory"
+    time.sleep(1)  # nothing may fire: give a wrongly matching path unit a moment to act
+    still_up(cloud)
+
+
+def test_entries_planted_while_the_agent_was_down_neither_fire_nor_block(cloud: Cloud) -> None:
+    """The one window: the agent's directory missing (a fresh boot before the agent runs)."""
+    member = group_member(cloud)
+    cloud.container.systemctl("stop", "spored.service")
+    cloud.container.run("rm", "-rf", REQUEST_DIR, check=True)
+    # a link to a directory of the member's holding a request of the member's: rejected, moved aside
+    as_user(cloud, member, f"mkdir -p /tmp/m && echo forged > /tmp/m/poweroff && ln -s /tmp/m {REQUEST_DIR}")
+    wait_for("the planted link to be moved aside",
+             lambda: cloud.container.run("test", "-L", REQUEST_DIR).returncode != 0, 15)
+    assert "not a 0700 directory of user spored" in cloud.container.journal("-u", "spored-poweroff.service")
+    still_up(cloud)
+    # a directory of the member's, ready to hold or block the agent's request: moved aside by the
+    # agent (no request in it yet, so the path unit has nothing to act on)
+    as_user(cloud, member, f"mkdir -m 0777 {REQUEST_DIR} && touch {REQUEST_DIR}/waiting")
+    still_up(cloud)
+    cloud.container.systemctl("start", "spored.service")
+    wait_for("the agent to make its own directory",
+             lambda: owner_mode_kind(cloud, REQUEST_DIR) == "spored 700 directory", 30)
+    assert "runtime.planted_entry_moved" in cloud.container.journal("-u", "spored.service")
+    still_up(cloud)
+
+
+def test_the_agents_own_request_powers_the_machine_off(cloud: Cloud) -> None:
+    """Last: the container goes away. The request is written by the agent's own code, as user spored."""
     dump_journal(cloud)
-    as_user(cloud, "spored", 'echo \'{"reason": "e2e"}\' > /run/spored/poweroff')
+    cloud.container.run("setpriv", "--reuid=spored", "--regid=spored", "--init-groups",
+                        "/opt/spored/venv/bin/python", "-c",
+                        "from pathlib import Path; from spored import actions; "
+                        "actions.request_poweroff(Path('/run/spored'), reason='e2e')", check=True)
     container = cloud.container
     assert container.proc is not None
     wait_for("the container to power off", lambda: container.proc is not None and

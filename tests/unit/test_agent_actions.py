@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,8 +76,53 @@ def test_warning_and_poweroff_files(tmp_path: Path) -> None:
     actions.clear_warning(tmp_path)
     assert not path.exists()
     request = actions.request_poweroff(tmp_path, reason="terminate refused for 5m")
-    assert request == tmp_path / "poweroff"
+    assert request == tmp_path / "private" / "poweroff"
     assert json.loads(request.read_text())["reason"] == "terminate refused for 5m"
+    assert stat.S_IMODE((tmp_path / "private").lstat().st_mode) == 0o700
+
+
+def _planted_link(runtime: Path) -> None:
+    elsewhere = runtime.parent / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "poweroff").write_text("forged")
+    (runtime / "private").symlink_to(elsewhere)
+
+
+def _planted_file(runtime: Path) -> None:
+    (runtime / "private").write_text("blocks mkdir")
+
+
+def _planted_foreign_dir(runtime: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("planting a directory of another user needs root")
+    planted = runtime / "private"
+    planted.mkdir(mode=0o777)
+    (planted / "poweroff").mkdir()  # would block the rename of the agent's request
+    os.chown(planted, 65534, 65534)
+
+
+@pytest.mark.parametrize("plant", [_planted_link, _planted_file, _planted_foreign_dir],
+                         ids=["link", "file", "foreign-dir"])
+def test_whatever_is_planted_where_the_request_goes_is_moved_aside(plant: Callable[[Path], None],
+                                                                   tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    plant(runtime)
+    request = actions.request_poweroff(runtime, reason="backstop")
+    private = (runtime / "private").lstat()
+    assert stat.S_ISDIR(private.st_mode) and private.st_uid == os.geteuid()
+    assert stat.S_IMODE(private.st_mode) == 0o700
+    assert json.loads(request.read_text())["reason"] == "backstop"
+    aside = [p.name for p in runtime.iterdir() if p.name != "private"]
+    assert len(aside) == 1 and aside[0].startswith(".planted-private-")
+
+
+def test_the_agents_own_directory_is_kept_and_tightened(tmp_path: Path) -> None:
+    (tmp_path / "private").mkdir(mode=0o755)
+    (tmp_path / "private").chmod(0o775)
+    assert actions.private_dir(tmp_path) == tmp_path / "private"
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["private"]
 
 
 def test_hook_is_killed_when_its_time_is_up(tmp_path: Path) -> None:

@@ -39,13 +39,14 @@ def test_no_timeout_allows_neither(tmp_path: Path) -> None:
     assert f.ttl is None and f.idle_timeout is None and not f.timeout_defaulted
 
 
-def test_default_key_from_home_prefers_ed25519_and_opens_ssh_with_a_warning_flag(tmp_path: Path) -> None:
+def test_default_key_from_home_prefers_ed25519_and_asks_for_the_callers_own_address(tmp_path: Path) -> None:
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "id_rsa.pub").write_text("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 x\n")
     (tmp_path / ".ssh" / "id_ed25519.pub").write_text(ED25519 + "\n")
     f = validate("--ttl", "2h", home=tmp_path)
     assert f.ssh_public_key == " ".join(ED25519.split()[:2])
-    assert f.ssh_from == ("0.0.0.0/0",) and f.ssh_from_defaulted
+    assert f.ssh_from == () and f.ssh_from_lookup  # never 0.0.0.0/0 by default
+    assert not flags.open_to_everyone(f)
 
 
 def test_ssh_key_path_to_private_key_reads_the_pub_beside_it(tmp_path: Path) -> None:
@@ -53,7 +54,14 @@ def test_ssh_key_path_to_private_key_reads_the_pub_beside_it(tmp_path: Path) -> 
     (tmp_path / "k.pub").write_text(ED25519)
     f = validate("--ssh-key", str(tmp_path / "k"), "--ssh-from", "203.0.113.7/32", home=tmp_path)
     assert f.ssh_public_key and f.ssh_public_key.startswith("ssh-ed25519 ")
-    assert f.ssh_from == ("203.0.113.7/32",) and not f.ssh_from_defaulted
+    assert f.ssh_from == ("203.0.113.7/32",) and not f.ssh_from_lookup
+
+
+@pytest.mark.parametrize("everyone", ["0.0.0.0/0", "::/0"])
+def test_ssh_to_everyone_only_when_asked(everyone: str, tmp_path: Path) -> None:
+    (tmp_path / "k.pub").write_text(ED25519)
+    f = validate("--ssh-key", str(tmp_path / "k.pub"), "--ssh-from", everyone, home=tmp_path)
+    assert f.ssh_from == (everyone,) and not f.ssh_from_lookup and flags.open_to_everyone(f)
 
 
 def test_on_complete_hibernate_configures_hibernation(tmp_path: Path) -> None:
@@ -84,6 +92,8 @@ def test_on_complete_hibernate_configures_hibernation(tmp_path: Path) -> None:
     (["--client-token", "has space"], "--client-token"),
     (["--agent-bundle", "ftp://example.com/b.tgz"], "--agent-bundle"),
     (["--agent-bundle", "https://example.com/b.tgz;reboot"], "--agent-bundle"),
+    (["--agent-bundle", "http://example.com/b.tgz"], "--agent-bundle"),
+    (["--agent-bundle", "HTTP://example.com/b.tgz"], "--agent-bundle"),
     (["--agent-bundle", "/nonexistent/bundle.tar.gz"], "--agent-bundle"),
     (["--user-data", "/nonexistent/script.sh"], "--user-data"),
     (["--ssh-key", "/nonexistent/key.pub"], "--ssh-key"),
@@ -109,3 +119,12 @@ def test_ssh_key_that_is_not_a_public_key(tmp_path: Path) -> None:
     (tmp_path / "junk.pub").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
     with pytest.raises(ValidationError, match="not an OpenSSH public key"):
         validate("--ssh-key", str(tmp_path / "junk.pub"), home=tmp_path)
+
+
+def test_plain_http_bundle_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """The bundle runs as root with the instance's role: whoever is on an http path could swap it."""
+    with pytest.raises(ValidationError, match="plain http is refused") as err:
+        validate("--agent-bundle", "http://mirror.example.com/spored-bundle.tar.gz", home=tmp_path)
+    assert err.value.field == "--agent-bundle" and err.value.exit_status == 2
+    ok = validate("--agent-bundle", "https://mirror.example.com/spored-bundle.tar.gz", home=tmp_path)
+    assert ok.agent_bundle == "https://mirror.example.com/spored-bundle.tar.gz"
