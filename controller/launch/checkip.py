@@ -1,8 +1,9 @@
 """The caller's public IPv4 address, for the default SSH ingress (``<address>/32``).
 
-Asked of AWS's own "what is my IP" service, https://checkip.amazonaws.com, which answers a GET
-with the address the request came from, as plain text with a trailing newline (the endpoint the
-EC2 console's "My IP" source uses for security group rules). ``SPAWN_CHECKIP_URL`` points the
+Asked of AWS's own "what is my IP" endpoint, https://checkip.amazonaws.com, which answers a GET
+with the address the request came from, as plain text with a trailing newline. Only that
+observable behaviour is relied on, and the answer is checked (one IPv4 address, HTTP 200, no
+redirect); anything else stops the launch. ``SPAWN_CHECKIP_URL`` points the
 lookup elsewhere (a proxy-aware mirror, or a local server in tests). The lookup is short (3 s):
 when it fails, the launch stops and asks for ``--ssh-from``; it never falls back to opening SSH
 to everyone.

@@ -98,12 +98,17 @@ def group_problems(group: dict[str, Any], cidrs: tuple[str, ...]) -> list[str]:
     want, have = _rules(ingress_permissions(cidrs)), _rules(group.get("IpPermissions", []))
     extra, missing = sorted(have - want, key=str), sorted(want - have, key=str)
     if extra:
-        problems.append("it admits more than spawn would: " + "; ".join(
-            f"{proto} {lo}-{hi} from {source or 'anywhere'}" for proto, lo, hi, _k, source in extra))
+        problems.append("it admits more than spawn would: " + "; ".join(map(_describe, extra)))
     if missing:
-        problems.append("it lacks spawn's rule: " + "; ".join(
-            f"{proto} {lo}-{hi} from {source}" for proto, lo, hi, _k, source in missing))
+        problems.append("it lacks spawn's rule: " + "; ".join(map(_describe, missing)))
     return problems
+
+
+def _describe(rule: tuple[str, Any, Any, str, str]) -> str:
+    proto, low, high, kind, source = rule
+    what = ("all traffic" if proto == "-1" else
+            f"{proto} port {low}" if low == high else f"{proto} ports {low}-{high}")
+    return f"{what} from {kind if kind in ('group', 'prefix-list') else ''} {source}".replace("  ", " ")
 
 
 def find_group(ec2: Any, vpc_id: str, cidrs: tuple[str, ...]) -> str | None:

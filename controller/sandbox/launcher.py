@@ -31,6 +31,9 @@ _IAM_DESTS = ("iam_policy", "iam_policy_file", "iam_managed_policies", "iam_role
               "iam_permissions_boundary", "force")
 
 
+SANDBOX_SSH_FROM = "127.0.0.1/32"
+
+
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     """The launch flags the sandbox passes through: instance type and every IAM flag."""
     from controller import iam
@@ -45,7 +48,10 @@ def launch_argv(*, instance_type: str, ttl: timedelta | None, idle_timeout: time
     """`spawn launch ...` for the sandbox instance. The agent runs only once launch returns, so
     launch does not wait for it (--no-wait)."""
     argv = ["launch", "--instance-type", instance_type, "--name", SANDBOX_NAME,
-            "--agent-bundle", agent_bundle, "--no-wait", "--json"]
+            "--agent-bundle", agent_bundle, "--no-wait", "--json",
+            # the local cloud's instance is reached from here or not at all; and the sandbox never
+            # asks the internet for this machine's address (a key in ~/.ssh would make launch ask)
+            "--ssh-from", SANDBOX_SSH_FROM]
     if ttl is not None:
         argv += ["--ttl", format_duration(ttl)]
     if idle_timeout is not None:

@@ -128,3 +128,17 @@ def test_plain_http_bundle_is_refused_with_the_reason(tmp_path: Path) -> None:
     assert err.value.field == "--agent-bundle" and err.value.exit_status == 2
     ok = validate("--agent-bundle", "https://mirror.example.com/spored-bundle.tar.gz", home=tmp_path)
     assert ok.agent_bundle == "https://mirror.example.com/spored-bundle.tar.gz"
+
+
+def test_the_sandbox_launch_never_looks_up_an_address(tmp_path: Path) -> None:
+    """`spawn sandbox` runs offline: even with a key in ~/.ssh its launch asks no lookup service."""
+    from datetime import timedelta
+
+    from controller.sandbox import launcher
+
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_ed25519.pub").write_text(ED25519 + "\n")
+    argv = launcher.launch_argv(instance_type="t3.micro", ttl=timedelta(seconds=20), idle_timeout=None,
+                                spot=False, agent_bundle=str(tmp_path / ".ssh" / "id_ed25519.pub"))
+    f = validate(*[a for a in argv[3:] if a != "--json"], home=tmp_path)
+    assert f.ssh_public_key and not f.ssh_from_lookup and f.ssh_from == (launcher.SANDBOX_SSH_FROM,)
