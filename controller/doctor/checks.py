@@ -17,7 +17,7 @@ from typing import Any
 from controller import aws, permissions
 from controller.doctor import access
 from controller.doctor.report import Check, Status
-from controller.launch import agent_source, ami, keys
+from controller.launch import agent_source, ami, checkip, keys
 from controller.launch import flags as launch_flags
 from spored.contract import MANAGED_VALUE, TAG_MANAGED
 from spored.errors import SpawnError, aws_error_code, aws_error_message
@@ -534,14 +534,23 @@ def _key_pair(ctx: Context, name: str, where: str, public: str, private: Path) -
 
 
 def ssh_from(ctx: Context) -> Check:
-    """Who may connect: --ssh-from, else spawn's default (every address, with a warning)."""
+    """Who may connect: --ssh-from, else the caller's own public address, looked up as launch does
+    (controller.launch.checkip); a failed lookup blocks a launch (it then asks for --ssh-from)."""
     name = "ssh-from"
     if ctx.inputs.ssh_from:
+        everyone = [c for c in ctx.inputs.ssh_from if c in launch_flags.EVERYONE]
+        if everyone:
+            return Check(name, Status.WARN, f"SSH allowed from everyone ({', '.join(everyone)})",
+                         "pass --ssh-from YOUR_ADDRESS/32 unless the whole internet should reach port 22")
         return Check(name, Status.OK, f"SSH allowed from {', '.join(ctx.inputs.ssh_from)}")
     if not (ctx.public_key or ctx.inputs.key_name):
         return Check(name, Status.OK, "no SSH key, so no SSH ingress is opened")
-    return Check(name, Status.WARN, f"without --ssh-from, SSH opens to {launch_flags.DEFAULT_SSH_FROM}",
-                 "pass --ssh-from YOUR_ADDRESS/32")
+    try:
+        cidr = checkip.caller_cidr()
+    except SpawnError as exc:
+        return Check(name, Status.FAIL, exc.message.removeprefix("--ssh-from: "),
+                     "pass --ssh-from YOUR_ADDRESS/32")
+    return Check(name, Status.OK, f"SSH allowed from your address {cidr} (looked up at {checkip.url()})")
 
 
 def run_all(inputs: Inputs, on_check: Callable[[Check], None] | None = None) -> list[Check]:

@@ -118,7 +118,7 @@ def test_healthy_setup_passes_and_writes_nothing(capsys: pytest.CaptureFixture[s
 
 @pytest.mark.usefixtures("aws", "home")
 def test_json_is_one_object_of_the_documented_shape(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = doctor(capsys, "--region", REGION, "--json")
+    code, out, _ = doctor(capsys, "--region", REGION, "--json", "--ssh-from", "0.0.0.0/0")
     result = json.loads(out)  # one object: the whole of stdout
     assert set(result) == {"checks", "ok"} and result["ok"] is True and code == ExitStatus.OK
     assert [c["name"] for c in result["checks"]] == [
@@ -127,8 +127,8 @@ def test_json_is_one_object_of_the_documented_shape(capsys: pytest.CaptureFixtur
         assert set(check) == {"name", "status", "detail", "fix"}
         assert check["status"] in {"ok", "warn", "fail", "could-not-check"}
     checks = by_name(result)
-    assert checks["ssh-from"]["status"] == "warn"  # a key but no --ssh-from: SSH open to the world
-    assert checks["ssh-from"]["fix"] == "pass --ssh-from YOUR_ADDRESS/32"
+    assert checks["ssh-from"]["status"] == "warn"  # SSH open to the world, as asked: warned
+    assert checks["ssh-from"]["fix"].startswith("pass --ssh-from YOUR_ADDRESS/32")
     assert checks["permissions"]["status"] == "could-not-check"
 
 
@@ -215,7 +215,7 @@ def test_denied_permissions_fail_by_dry_run(aws: MotoServer, capsys: pytest.Capt
 def test_the_minimal_policy_is_enough_for_doctor_itself(
         aws: MotoServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     _become(monkeypatch, aws, _user(_for_moto(policy("minimal")), "minimal-user"))
-    code, out, _ = doctor(capsys, "--region", REGION, "--json")
+    code, out, _ = doctor(capsys, "--region", REGION, "--json", "--ssh-from", "203.0.113.7/32")
     checks = by_name(json.loads(out))
     assert code == ExitStatus.OK, checks
     perms = checks["permissions"]
@@ -256,7 +256,7 @@ def test_key_pair_under_spawns_name_with_another_key_fails(capsys: pytest.Captur
         ec2.delete_key_pair(KeyName=name)
     ec2.import_key_pair(KeyName="mine-already", PublicKeyMaterial=mine.encode())
     try:
-        code, out, _ = doctor(capsys, "--region", REGION, "--json")
+        code, out, _ = doctor(capsys, "--region", REGION, "--json", "--ssh-from", "203.0.113.7/32")
         assert by_name(json.loads(out))["ssh-key"]["detail"].endswith("matches key pair mine-already")
         assert code == ExitStatus.OK
     finally:
@@ -270,7 +270,7 @@ def test_existing_bucket_ownership_is_unproven_where_the_owner_condition_is_igno
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=bucket)
     try:
-        code, out, _ = doctor(capsys, "--region", REGION, "--json")
+        code, out, _ = doctor(capsys, "--region", REGION, "--json", "--ssh-from", "203.0.113.7/32")
     finally:
         s3.delete_bucket(Bucket=bucket)
     found = by_name(json.loads(out))["bundle-bucket"]
@@ -335,3 +335,21 @@ def test_the_defaults_file_fills_what_launch_would_take_from_it(
     code, _, err = doctor(capsys)
     assert code == ExitStatus.USAGE
     assert f"{config}/spawn/config.toml: region" in err
+
+
+@pytest.mark.usefixtures("aws", "home")
+def test_without_ssh_from_the_callers_address_is_looked_up_as_launch_does(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # tests/conftest.py points SPAWN_CHECKIP_URL at a loopback port that refuses: launch would stop
+    code, out, _ = doctor(capsys, "--region", REGION, "--json")
+    failed = by_name(json.loads(out))["ssh-from"]
+    assert failed["status"] == "fail" and code == ExitStatus.PREFLIGHT
+    assert "could not look up your public IPv4 address" in failed["detail"]
+    assert failed["fix"] == "pass --ssh-from YOUR_ADDRESS/32"
+    from tests.aws.test_launch_run import checkip_answering
+
+    with checkip_answering("198.51.100.23\n") as url:
+        monkeypatch.setenv("SPAWN_CHECKIP_URL", url)
+        code, out, _ = doctor(capsys, "--region", REGION, "--json")
+    found = by_name(json.loads(out))["ssh-from"]
+    assert found["status"] == "ok" and "198.51.100.23/32" in found["detail"]
