@@ -467,7 +467,7 @@ def test_refused_ec2_endpoint_does_not_terminate_and_is_reported(
     set_deadline(iid, 2)
     agent.wait_for("action.failed", 30)
     agent.wait_for("backstop.poweroff_requested", 40)
-    assert (agent.runtime / "poweroff").exists()
+    assert (agent.runtime / "private" / "poweroff").exists()  # in the agent's own 0700 directory
     assert state_of(iid) == "running"
     assert agent.status()["last_error"]
 
