@@ -219,6 +219,7 @@ ALLOWED: list[tuple[str, str, str | None, str, dict[str, Any]]] = [
     ("delete spawn's key", "ec2:DeleteKeyPair", "key-pair", KEY_PAIR, MANAGED),
     ("create the bundle bucket", "s3:CreateBucket", "bucket", BUCKET, {}),
     ("a fallback bundle bucket", "s3:CreateBucket", "bucket", f"{BUCKET}-7k2q9x", {}),
+    ("find the fallback bucket among the account's own", "s3:ListAllMyBuckets", None, "*", {}),
     ("head it", "s3:ListBucket", "bucket", BUCKET, {}),
     ("block public access", "s3:PutBucketPublicAccessBlock", "bucket", BUCKET, {}),
     ("ownership", "s3:PutBucketOwnershipControls", "bucket", BUCKET, {}),
