@@ -93,7 +93,7 @@ def _owned_buckets(s3: Any, prefix: str) -> list[str] | None:
         try:
             page = s3.list_buckets(**kwargs)
         except Exception as exc:
-            if _code(exc) in {"AccessDenied", "403"}:
+            if aws_error_code(exc) in {"AccessDenied", "403"}:
                 return None
             raise from_aws(exc, action="listing the account's buckets") from exc
         names += [str(b["Name"]) for b in page.get("Buckets", []) if str(b["Name"]).startswith(prefix)]
@@ -122,7 +122,7 @@ def choose_bucket(s3: Any, account: str, region: str) -> str:
         s3.head_bucket(Bucket=primary, ExpectedBucketOwner=account)
         status = "found"
     except Exception as exc:
-        code = _code(exc)
+        code = aws_error_code(exc)
         if code in {"404", "NoSuchBucket", "NotFound"}:
             return primary  # free: launch creates it
         if code not in {"403", "AccessDenied", "Forbidden"}:
@@ -178,7 +178,7 @@ def ensure_bucket(s3: Any, bucket: str, account: str, region: str) -> bool:
     except Exception as exc:
         if aws_error_code(exc) == "BucketAlreadyOwnedByYou":
             return False
-        if _code(exc) == "BucketAlreadyExists":  # another account took it since the launch looked
+        if aws_error_code(exc) == "BucketAlreadyExists":  # another account took it since the launch looked
             raise AwsError(f"bucket {bucket} was just created by another account; nothing was "
                            "uploaded", aws_code="BucketAlreadyExists",
                            hint="run the launch again: it then uses a bucket name of its own") from None

@@ -14,7 +14,6 @@ still powers off. One container plays the instance through three stages, in orde
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,16 +60,28 @@ def launch(cloud: Cloud, name: str, ttl: str, bundle_url: str) -> dict[str, Any]
     return dict(json.loads(proc.stdout))
 
 
+def hide_uploaded_bundle(cloud: Cloud, instance_id: str) -> None:
+    import base64
+    from email import message_from_bytes
+    from urllib.parse import urlsplit
+
+    import boto3
+
+    parts = [part.get_payload(decode=True) for part in message_from_bytes(cloud.user_data(instance_id)).walk()
+             if not part.is_multipart()]
+    install = next(p.decode() for p in parts if isinstance(p, bytes) and b"BUNDLE_URL_B64=" in p)
+    url = base64.b64decode(install.split("BUNDLE_URL_B64='")[1].split("'")[0]).decode()
+    bucket, key = urlsplit(url).path.lstrip("/").split("/", 1)
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=cloud.moto_url)
+    s3.delete_object(Bucket=bucket, Key=key)
+
+
 def test_a_failing_bundle_url_leaves_a_power_off_armed(cloud: Cloud) -> None:
-    # A copy of the bundle under its own name, served while spawn launch hashes it, gone when the
-    # instance downloads it: the URL then answers 404 and curl --fail gives up.
-    served = cloud.served_bundle
-    copy = served.with_name(f"e2e-failing-{cloud.network.netns}-{served.name}")
-    shutil.copyfile(served, copy)
-    try:
-        result = launch(cloud, "e2e-failsafe", "10m", cloud.bundle_url.rsplit("/", 1)[0] + "/" + copy.name)
-    finally:
-        copy.unlink()
+    # The bundle goes to the account's bucket (in moto), as every local bundle does (plain http
+    # bundle URLs are refused). Removing the uploaded object makes its pre-signed URL answer 404,
+    # and curl --fail gives up. (A later launch uploads it again: its key is content-addressed.)
+    result = launch(cloud, "e2e-failsafe", "10m", cloud.bundle_path)
+    hide_uploaded_bundle(cloud, str(result["instances"][0]["instance_id"]))
     instance_id = str(result["instances"][0]["instance_id"])
     expected = parse_timestamp(result["failsafe_at"])
     deadline = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
@@ -86,7 +97,7 @@ def test_a_failing_bundle_url_leaves_a_power_off_armed(cloud: Cloud) -> None:
 
 
 def test_a_healthy_agent_takes_the_failsafe_over_and_extend_moves_it(cloud: Cloud) -> None:
-    result = launch(cloud, "e2e-failsafe-agent", "10m", cloud.bundle_url)
+    result = launch(cloud, "e2e-failsafe-agent", "10m", cloud.bundle_path)
     instance_id = str(result["instances"][0]["instance_id"])
     cloud.serve_metadata_for(instance_id)
     cloud.container.write_file("/etc/spored/spored.d/50-site.toml",
