@@ -48,6 +48,7 @@ def installed_env(bin_dir: Path, aws: MotoServer, home: Path) -> dict[str, str]:
         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
         "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",
+        "SPAWN_CHECKIP_URL": os.environ["SPAWN_CHECKIP_URL"],  # loopback (tests/conftest.py): no internet
         # pip's cache and configuration stay the user's: the index they already use
         "PIP_CACHE_DIR": str(Path.home() / ".cache" / "pip"),
         "PIP_CONFIG_FILE": os.environ.get("PIP_CONFIG_FILE", "/etc/pip.conf"),
