@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from controller import __version__
 from controller.output import Output
-from spored.errors import EXIT_DESCRIPTIONS, ExitStatus, SpawnError, exit_code_for
+from spored.argparsing import Parser
+from spored.errors import SpawnError, exit_code_for
+from spored.exit_codes import EXIT_DESCRIPTIONS, ExitStatus
 
 COMMAND_MODULES = (
     "controller.commands.doctor",
@@ -29,15 +31,6 @@ COMMAND_MODULES = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that exits 2 through our own error path with a clear message."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(ExitStatus.USAGE)
-
-
 def _epilog() -> str:
     lines = ["exit codes:"]
     lines += [f"  {int(code):<4} {text}" for code, text in EXIT_DESCRIPTIONS.items()]
@@ -45,7 +38,7 @@ def _epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="spawn",
         description="Launch disposable EC2 instances that clean up after themselves.",
         epilog=_epilog(),
@@ -54,23 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spawn {__version__}")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"], help="log level on stderr")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # command not built yet in this checkout
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     from controller.cli_help import add_examples
 
     add_examples(parser)
     return parser
-
-
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

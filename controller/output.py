@@ -3,13 +3,21 @@ plain lines otherwise. Logs and progress go to stderr and never mix with results
 
 from __future__ import annotations
 
+import argparse
 import json as jsonlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from controller.error_hints import hint_for
 from spored.errors import SpawnError
+
+
+def add_json_flag(parser: argparse.ArgumentParser,
+                  help: str = "machine-readable output on stdout") -> None:
+    """``--json`` (every command has it): results as JSON on stdout, see ``Output``."""
+    parser.add_argument("--json", action="store_true", help=help)
 
 
 class Output:
@@ -66,6 +74,7 @@ class Output:
         self.stderr.flush()
 
     def error(self, exc: SpawnError) -> None:
+        exc.hint = hint_for(exc)
         if self.json:
             self.stdout.write(jsonlib.dumps(exc.to_dict()) + "\n")
         self.stderr.write(f"error: {exc.message}\n")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from spored.contract import ACTION_FORM, DURATION_FORM, REASON_DESCRIPTIONS, TAGS, TIMESTAMP_FORM
-from spored.errors import EXIT_DESCRIPTIONS
+from spored.exit_codes import AGENT_EXIT_DESCRIPTIONS, EXIT_DESCRIPTIONS
 
 
 def _cell(text: str) -> str:
@@ -86,22 +86,9 @@ def _sandbox_events() -> str:
     return "\n".join(rows)
 
 
-AGENT_EXIT_TEXT = {
-    "EXIT_RESTART": "`spored run`: the same failure repeated; systemd restarts the agent",
-    "EXIT_CONFIG": "`spored run`: invalid configuration; systemd does not restart it "
-                   "(RestartPreventExitStatus)",
-    "EXIT_NO_STATUS": "`spored status`: no status file (the agent is not running)",
-}
-
-
 def _agent_exit_codes() -> str:
-    from spored import cli, daemon
-
-    codes = {"EXIT_RESTART": daemon.EXIT_RESTART, "EXIT_CONFIG": daemon.EXIT_CONFIG,
-             "EXIT_NO_STATUS": cli.EXIT_NO_STATUS}
     rows = ["| exit code | meaning |", "|---|---|"]
-    rows += [f"| {code} | {AGENT_EXIT_TEXT[name]} |" for name, code in sorted(codes.items(),
-                                                                           key=lambda kv: kv[1])]
+    rows += [f"| {int(code)} | {text} |" for code, text in sorted(AGENT_EXIT_DESCRIPTIONS.items())]
     return "\n".join(rows)
 
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from spored.backoff import next_delay
 from spored.contract import TAG_AGENT_STATUS, format_timestamp, parse_timestamp
 from spored.decide import Decision, Observations, Verb
 from spored.errors import ValidationError
@@ -102,7 +103,7 @@ class StatusTracker:
         if ok:
             self.published, self.backoff, self.retry_at = self.writing, 0.0, 0.0
         else:
-            self.backoff = min(max(self.backoff * 2, RETRY_MIN), RETRY_MAX)
+            self.backoff = next_delay(self.backoff, RETRY_MIN, RETRY_MAX)
             self.retry_at = monotonic + self.backoff
         self.writing = None
 

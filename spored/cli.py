@@ -26,9 +26,11 @@ from typing import Any
 
 from spored import __version__
 from spored import config as config_mod
+from spored.argparsing import Parser
 from spored.errors import ConfigError, ExitStatus, SpawnError, UsageError, ValidationError, exit_code_for
+from spored.exit_codes import AgentExit
 
-EXIT_NO_STATUS = 69
+EXIT_NO_STATUS = AgentExit.NO_STATUS
 EXIT_NOT_RECORDED = 75
 # Importing structlog imports rich when it is installed (structlog/dev.py, for its console
 # renderer). The daemon renders JSON only (spored/logs.py), so `spored run` keeps rich out: in an
@@ -37,15 +39,8 @@ EXIT_NOT_RECORDED = 75
 NOT_IN_THE_DAEMON = ("rich",)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(ExitStatus.USAGE)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="spored", description="The spawn agent: ends its own instance when its "
+    parser = Parser(prog="spored", description="The spawn agent: ends its own instance when its "
                      "lifecycle says so (TTL, completion, idle, spot), only if tagged spawn:managed=true.",
                      epilog=__doc__.split("Exit codes:", 1)[1].strip() if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"spored {__version__}")
@@ -54,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configuration file (default: $SPORED_CONFIG or /etc/spored/spored.toml); "
                              "spored.d/*.toml beside it is read too")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.add_parser("run", help="the daemon (foreground, for systemd Type=notify)")
     for name, text in (("status", "what the running agent believes"),
                        ("check", "observe and decide once; print the decision; act on nothing"),

@@ -27,7 +27,6 @@ from spored.contract import (
 from spored.errors import ConfigError, ValidationError
 
 DEFAULT_PATH = Path("/etc/spored/spored.toml")
-DEFAULT_IMDS = "http://169.254.169.254"
 
 
 @dataclass(frozen=True)

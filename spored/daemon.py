@@ -44,12 +44,14 @@ from typing import Any
 from spored import __version__, actions, failsafe, logs
 from spored import config as config_mod
 from spored.agent_status import WRITE_TIMEOUT, StatusTracker, derive, spawn_writer
+from spored.backoff import next_delay
 from spored.clock import Change, Clock, reference_from_date
 from spored.config import Config
 from spored.contract import AGENT_WRITABLE_TAGS, Action, Reason, format_timestamp, is_managed
 from spored.decide import Decision, Observations, Verb, decide, summary
 from spored.ec2 import Ec2, Ec2CallError
 from spored.errors import ConfigError
+from spored.exit_codes import AgentExit
 from spored.imds import ImdsClient
 from spored.imds_errors import ImdsError
 from spored.observe import (
@@ -77,8 +79,8 @@ from spored.probes import (
 from spored.sdnotify import Notifier
 from spored.state import ActFailure, AgentState, StateStore, runtime_dir, state_dir, write_atomic
 
-EXIT_RESTART = 75
-EXIT_CONFIG = 78
+EXIT_RESTART = AgentExit.RESTART
+EXIT_CONFIG = AgentExit.CONFIG
 MAX_SAME_FAILURES = 5
 STATUS_FILE = "status.json"
 # Build the EC2 client (boto3, credentials) this long before a planned action, not at it.
@@ -268,8 +270,8 @@ class Agent:
         if isinstance(tags, Unknown):
             self.last_error = str(tags)
             if error is not None:  # EC2 refused or throttled: back off (never a call per tick)
-                self._api_backoff = min(max(self._api_backoff * 2, API_RETRY_MIN),
-                                        self.config.tag_refresh_api.total_seconds())
+                self._api_backoff = next_delay(self._api_backoff, API_RETRY_MIN,
+                                               self.config.tag_refresh_api.total_seconds())
                 self._api_retry_at = time.monotonic() + self._api_backoff
             log.warning("tags.unknown", why=tags.why, source=source)
             self.tags = tags

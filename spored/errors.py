@@ -6,36 +6,10 @@ exception to the documented exit status in one place.
 
 from __future__ import annotations
 
-import enum
+from spored.exit_codes import ExitStatus
 
-
-class ExitStatus(enum.IntEnum):
-    OK = 0
-    UNEXPECTED = 1
-    USAGE = 2
-    CREDENTIALS = 3
-    AWS = 4
-    PREFLIGHT = 5
-    SELFTEST = 6
-    AGENT_UNCONFIRMED = 7
-    INTERRUPTED = 130
-
-
-EXIT_DESCRIPTIONS: dict[ExitStatus, str] = {
-    ExitStatus.OK: "success",
-    ExitStatus.UNEXPECTED: "unexpected error (a bug: please report it)",
-    ExitStatus.USAGE: "usage or validation error; nothing was changed",
-    ExitStatus.CREDENTIALS: "missing credentials or permission denied",
-    ExitStatus.AWS: "AWS API error",
-    ExitStatus.PREFLIGHT: "`spawn doctor`: a check that would block a launch failed (each FAIL line "
-                          "says how to fix it)",
-    ExitStatus.SELFTEST: "`spawn selftest`: a stage failed (its fix is printed); everything the run "
-                         "created was removed",
-    ExitStatus.AGENT_UNCONFIRMED: ("`spawn launch`: the instance runs (kept), but its agent was not "
-                                   "confirmed within the wait or reports denied permissions; the failsafe "
-                                   "powers it off at the time printed unless the agent reports"),
-    ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
-}
+__all__ = ["AwsError", "ConfigError", "CredentialsError", "ExitStatus", "NotFound", "PermissionDenied",
+           "SpawnError", "UsageError", "ValidationError", "exit_code_for", "from_aws"]
 
 
 class SpawnError(Exception):
@@ -185,14 +159,12 @@ def from_aws(exc: BaseException, *, action: str) -> SpawnError:
     if _error_body(exc) is not None:
         msg = aws_error_message(exc)
         if code in _CREDENTIAL_CODES:
-            return PermissionDenied(f"{action}: {code}: {msg}",
-                                    hint="check the credentials and the policy from `spawn iam cli-policy`")
+            return PermissionDenied(f"{action}: {code}: {msg}")
         if aws_error_kind(exc) == "not-found":
             return NotFound(f"{action}: {code}: {msg}")
         return AwsError(f"{action}: {code}: {msg}", aws_code=code)
     if code in _MISSING_CREDENTIALS:
-        return CredentialsError(f"{action}: {exc}",
-                                hint="set AWS_PROFILE or AWS credentials, and AWS_REGION")
+        return CredentialsError(f"{action}: {exc}")
     if aws_error_kind(exc) == "unreachable":
         return AwsError(f"{action}: cannot reach AWS: {type(exc).__name__}: {exc}", aws_code="Unreachable")
     return AwsError(f"{action}: {exc}")

@@ -122,7 +122,6 @@ class ImdsClient:
         self._token_expires = 0.0
         self._not_before = 0.0
         self._disabled_until = 0.0
-        self.token_fetches = 0
         # The Date header of the last response and when it came (monotonic): a second source of
         # the time when the wall clock steps (spored.clock). Kept raw: parsed only when needed.
         self.last_date: str | None = None
@@ -142,7 +141,6 @@ class ImdsClient:
                                      timeout=self.timeout)
         except requests.RequestException as exc:
             raise ImdsUnavailable(f"token request failed: {type(exc).__name__}") from None
-        self.token_fetches += 1
         if resp.status_code == 403:
             self._disabled_until = now + self.disabled_backoff
             log.warning("imds.disabled", status=403, backoff_s=self.disabled_backoff)

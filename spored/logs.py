@@ -44,7 +44,9 @@ def configure(*, json: bool, stream: TextIO | None = None, level: str = "info") 
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # One write() per line, newline included: the agent and its status-writer child share
+        # stdout, and with two writes per line (print) their lines interleaved mid-line.
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
 

@@ -2,14 +2,20 @@
 
 No test can reach real AWS: credentials are fake and every AWS endpoint is the local server; the
 public-address lookup for SSH points at a loopback port that refuses.
-In CI (CI=true) a skipped test in a real-parts tier (aws, integration, e2e) fails the run.
+In CI (CI=true) a skipped test fails the run, in every tier: a test that must not run in CI is
+deselected (never collected), not skipped.
+
+Under pytest-xdist (``./dev test`` runs ``-n``) every worker is its own pytest session, so the
+session-scoped ``moto_server`` is one server per worker, on a port the kernel picks (port 0).
+Tests that must not share the machine with others, or that share an expensive module-scoped
+fixture, carry an ``xdist_group`` (run with ``--dist loadgroup``): the e2e tier is one group.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,12 +48,6 @@ os.environ.update({
 os.environ.pop("AWS_PROFILE", None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class MotoServer:
     url: str
@@ -56,7 +56,8 @@ class MotoServer:
     def reset(self) -> None:
         import requests
 
-        requests.post(f"{self.url}/moto-api/reset", timeout=120).raise_for_status()
+        # seconds normally (AWS managed policies are reloaded); minutes on a loaded 2-core machine
+        requests.post(f"{self.url}/moto-api/reset", timeout=600).raise_for_status()
 
     def enforce_iam(self, on: bool = True) -> None:
         """Switch moto's IAM enforcement (actions only; see the notes) on or off."""
@@ -71,9 +72,9 @@ def moto_server() -> Iterator[MotoServer]:
     os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    _host, port = server.get_host_and_port()
     try:
         yield MotoServer(url=f"http://127.0.0.1:{port}", port=port)
     finally:
@@ -160,6 +161,18 @@ def ec2_denials_like_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(exceptions.AccessDeniedError, "__init__", init)
 
 
+@pytest.fixture
+def agent_logs() -> Iterator[io.StringIO]:
+    """The agent's JSON log lines, into a buffer of this test's own (never into a stream another
+    test's capture closed)."""
+    from spored import logs
+
+    stream = io.StringIO()
+    logs.configure(json=True, stream=stream)
+    yield stream
+    logs.configure(json=True, stream=io.StringIO())
+
+
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
     """Entry points configure structlog with the stream of the moment (pytest's capture, which is
@@ -171,26 +184,47 @@ def _fresh_logging() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-_skipped_real: list[str] = []
+_skipped: list[str] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.skipped and any(m in report.keywords for m in REAL_PARTS):
-        _skipped_real.append(report.nodeid)
+    if report.skipped:
+        _skipped.append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if os.environ.get("CI", "").lower() == "true" and _skipped_real:
-        print(f"\nCI: {len(_skipped_real)} real-parts test(s) skipped; that is a failure:")
-        for node in _skipped_real:
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: its reports reach the controlling process, which decides
+    if os.environ.get("CI", "").lower() == "true" and _skipped:
+        print(f"\nCI: {len(_skipped)} test(s) skipped; in CI that is a failure:")
+        for node in sorted(set(_skipped)):
             print(f"  {node}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tier markers follow the folder: tests/aws -> aws, tests/integration, tests/e2e."""
+    """Tier markers follow the folder: tests/aws -> aws, tests/integration, tests/e2e.
+    The e2e tier is one xdist group: its tests share one container and run on one worker."""
     for item in items:
         parts = item.path.parts
         for tier in REAL_PARTS:
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker with --dist loadgroup, every grouped test must carry its group in its
+    node id (that is how xdist keeps a group on one worker). pytest 9.2 broke this silently
+    (pytest-dev/pytest-xdist#1386): groups would run on several workers at once, and the e2e
+    tier would fight itself for 169.254.169.254."""
+    config = session.config
+    if not (hasattr(config, "workerinput") and config.getvalue("loadgroup")):
+        return
+    lost = [item.nodeid for item in session.items
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid.rsplit("]", 1)[-1]]
+    if lost:
+        raise pytest.UsageError(f"xdist dropped the xdist_group of {len(lost)} test(s), e.g. {lost[0]}: "
+                                f"pytest {pytest.__version__} with this pytest-xdist cannot group tests")

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any, TextIO
 
-from controller.output import Output
+from controller.output import Output, add_json_flag
 
 EPILOG = """examples:
   spawn bundle                       # the cached bundle: path, sha256, size, contents
@@ -17,8 +17,6 @@ EPILOG = """examples:
 """
 
 def register(subparsers: Any) -> None:
-    from controller.cli import add_json_flag
-
     parser = subparsers.add_parser(
         "bundle", help="show, build or write the agent bundle launched instances install",
         description="The agent bundle: spored and its pure-Python dependencies, built by pip from "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from controller.output import Output
+from controller.output import Output, add_json_flag
 
 SHELLS = ("bash", "zsh", "fish")
 EPILOG = """examples:
@@ -16,8 +16,6 @@ EPILOG = """examples:
 
 
 def register(subparsers: Any) -> None:
-    from controller.cli import add_json_flag
-
     parser = subparsers.add_parser(
         "completion", help="print a shell completion script (bash, zsh or fish)",
         description="Print a completion script for spawn's commands and flags, generated from "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from controller.output import Output
+from controller.output import Output, add_json_flag
 
 DESCRIPTION = """\
 Your own defaults for `spawn launch`, in $XDG_CONFIG_HOME/spawn/config.toml (default
@@ -26,8 +26,6 @@ example file:
 
 
 def register(subparsers: Any) -> None:
-    from controller.cli import add_json_flag
-
     parser = subparsers.add_parser(
         "defaults", help="your launch defaults file: where it is and what it sets",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -8,7 +8,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from controller.output import Output
+from controller.output import Output, add_json_flag
 from spored.errors import ValidationError
 
 EXAMPLES = """\
@@ -74,8 +74,6 @@ def _run(args: argparse.Namespace, out: Output) -> int:
 
 def register(subparsers: Any) -> None:
     import os
-
-    from controller.cli import add_json_flag
 
     parser = subparsers.add_parser(
         "doctor", help="check credentials, region, network, AMI, permissions and SSH before a launch",

@@ -6,12 +6,8 @@ import argparse
 import json
 from typing import Any, TextIO
 
-from controller.output import Output
+from controller.output import Output, add_json_flag
 from spored.errors import ExitStatus, ValidationError
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
 
 def register(subparsers: Any) -> None:
@@ -21,21 +17,21 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="iam_command", metavar="SUBCOMMAND", required=True)
 
     p = sub.add_parser("templates", help="list the policy templates for --iam-policy")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_templates)
 
     p = sub.add_parser("show", help="print the policy document a template contributes")
     p.add_argument("name", help="a template, optionally scoped, e.g. s3:ReadOnly@my-bucket/data/*")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("agent-policy", help="print the agent's (spored's) own policy")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_agent_policy)
 
     p = sub.add_parser("lint", help="check a policy file: JSON, IAM grammar, parliament")
     p.add_argument("file", help="policy document (JSON)")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_lint)
 
     p = sub.add_parser("cli-policy", help="print the policy the spawn CLI user needs")
@@ -46,7 +42,7 @@ def register(subparsers: Any) -> None:
                       help="least privilege: roles only with spawn's permissions boundary (run "
                            "`spawn iam setup` once per account first), EC2 writes only on "
                            "spawn:managed resources, S3 only spawn's bundle buckets")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_cli_policy, kind="minimal")
 
     p = sub.add_parser("setup", help="create or update spawn's permissions boundary "
@@ -56,14 +52,14 @@ def register(subparsers: Any) -> None:
                                    "administrator rights; run once per account before anyone "
                                    "uses `spawn iam cli-policy --scoped`. Idempotent.")
     p.add_argument("--dry-run", action="store_true", help="only show what would be done")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("roles", help="roles spawn created and the instances using them")
     p.add_argument("--region", action="append", metavar="REGION",
                    help="only look for instances in this region (repeatable; default: every "
                         "enabled region)")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_roles)
 
     p = sub.add_parser("cleanup", help="delete spawn roles and profiles no instance uses "
@@ -74,7 +70,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--yes", action="store_true", help="really delete")
     p.add_argument("--include-named", action="store_true",
                    help="also delete unused roles created for --iam-role NAME")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_cleanup)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controller.output import Output
+from controller.output import Output, add_json_flag
 
 
 def _run(args: argparse.Namespace, out: Output) -> int:
@@ -16,7 +16,6 @@ def _run(args: argparse.Namespace, out: Output) -> int:
 
 def register(subparsers: Any) -> None:
     from controller import iam
-    from controller.cli import add_json_flag
     from controller.launch import flags
 
     parser = subparsers.add_parser(

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from controller.output import Output
+from controller.output import Output, add_json_flag
 from spored.errors import ExitStatus, UsageError
 
 
@@ -202,8 +202,6 @@ def _connect(args: argparse.Namespace, out: Output) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from controller.cli import add_json_flag
-
     p = subparsers.add_parser("list", help="spawn-managed instances (regions queried concurrently)")
     _regions_arg(p, many=True)
     p.add_argument("--state", action="append", default=[],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controller.output import Output
+from controller.output import Output, add_json_flag
 
 DESCRIPTION = """\
 Runs the real product against a local cloud on loopback: a moto server and an IMDS emulator in
@@ -42,8 +42,7 @@ def register(subparsers: Any) -> None:
     from controller.sandbox.launcher import add_launch_arguments
 
     add_launch_arguments(parser)
-    parser.add_argument("--json", action="store_true",
-                        help="one JSON event per line on stdout (stable `event` field)")
+    add_json_flag(parser, help="one JSON event per line on stdout (stable `event` field)")
     parser.set_defaults(func=run)
 
 

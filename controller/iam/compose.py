@@ -28,7 +28,6 @@ TAG_ROLE_KIND = "spawn:iam-kind"
 # AWS IAM quotas (IAM User Guide, "IAM and AWS STS quotas"): checked before any call.
 MAX_INLINE_CHARS = 10_240     # aggregate inline policy size per role, whitespace excluded
 MAX_MANAGED_POLICIES = 10     # managed policies attached per role (default quota)
-MAX_ROLE_NAME = 64
 
 POLICY_AGENT = "spawn-agent"
 POLICY_TEMPLATES = "spawn-templates"

@@ -6,6 +6,10 @@ temporary directory), its state and runtime directories in that directory, the l
 ``AWS_ENDPOINT_URL``, the IMDS emulator in ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` and no static
 credentials: like on EC2, it signs its calls with the role credentials the emulator serves.
 Its JSON log lines (stdout) are read on a thread and handed over as dicts.
+
+``AgentProcess`` is also how the tests and the benchmarks run the agent: they search its
+events, wait for one (``wait_for``) or for its status file to say something (``wait_status``),
+instead of sleeping.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -31,15 +36,23 @@ SANDBOX_WARNINGS = (timedelta(seconds=10), timedelta(seconds=5))
 
 @dataclass(frozen=True)
 class AgentDirs:
+    """The agent's files under ``root``; ``state_dir`` puts its state elsewhere."""
+
     root: Path
+    state_dir: Path | None = None
 
     @property
     def config(self) -> Path:
         return self.root / "etc" / "spored.toml"
 
     @property
+    def drop_ins(self) -> Path:
+        """``spored.d/`` beside the configuration file: read after it, in name order."""
+        return self.config.parent / "spored.d"
+
+    @property
     def state(self) -> Path:
-        return self.root / "state"
+        return self.state_dir if self.state_dir is not None else self.root / "state"
 
     @property
     def runtime(self) -> Path:
@@ -48,6 +61,10 @@ class AgentDirs:
     @property
     def marker(self) -> Path:
         return self.runtime / "complete"
+
+    @property
+    def status_file(self) -> Path:
+        return self.runtime / "status.json"
 
     def create(self) -> None:
         for path in (self.config.parent, self.state, self.runtime):
@@ -104,7 +121,12 @@ def spored_command(*args: str) -> list[str]:
 
 
 class AgentProcess:
-    """`spored run --config FILE` as a child process; ``lines`` receives its parsed log lines."""
+    """`spored run --config FILE` as a child process.
+
+    Its parsed log lines go to ``lines`` (a queue, consumed by the sandbox) and are kept, the
+    last ``HISTORY`` of them, for ``events`` and ``wait_for``."""
+
+    HISTORY = 20_000
 
     def __init__(self, dirs: AgentDirs, env: Mapping[str, str]) -> None:
         self.dirs = dirs
@@ -116,6 +138,15 @@ class AgentProcess:
         self.stderr_tail: deque[str] = deque(maxlen=40)
         self.proc: subprocess.Popen[str] | None = None
         self._threads: list[threading.Thread] = []
+        self._history: deque[dict[str, Any]] = deque(maxlen=self.HISTORY)
+        self._changed = threading.Condition()
+        self._stdout_closed = False
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("the agent was not started")
+        return self.proc.pid
 
     def start(self) -> int:
         self.proc = subprocess.Popen(
@@ -141,14 +172,86 @@ class AgentProcess:
                 record = {"event": "output", "text": line}
             if not isinstance(record, dict):
                 record = {"event": "output", "text": line}
+            with self._changed:
+                self._history.append(record)
+                self._changed.notify_all()
             self.lines.put(record)
+        with self._changed:
+            self._stdout_closed = True
+            self._changed.notify_all()
 
     def _read_stderr(self, stream: IO[str]) -> None:
         for raw in stream:
             self.stderr_tail.append(raw.rstrip("\n"))
 
+    # -- what it said -----------------------------------------------------------------------
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Its log events so far, in order; only those called ``name`` if given."""
+        with self._changed:
+            return [e for e in self._history if name is None or e.get("event") == name]
+
+    def wait_for(self, name: str, timeout: float,
+                 where: Callable[[dict[str, Any]], bool] = lambda _event: True) -> dict[str, Any]:
+        """The first event ``name`` that ``where`` accepts, as soon as the agent logs it.
+
+        Raises TimeoutError (with the end of the log) after ``timeout`` seconds, or as soon as
+        the agent has exited without logging it."""
+        end = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = next((e for e in self._history if e.get("event") == name and where(e)), None)
+                if found is not None:
+                    return found
+                left = end - time.monotonic()
+                if left <= 0 or self._stdout_closed:
+                    break
+                self._changed.wait(left)
+        why = "exited" if self._stdout_closed else f"nothing within {timeout}s"
+        raise TimeoutError(f"no {name!r} event from the agent ({why}):\n{self.log_tail()}")
+
+    def status(self) -> dict[str, Any]:
+        """What the agent believes (its status file), or {} before it wrote one."""
+        try:
+            return dict(json.loads(self.dirs.status_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return {}
+
+    def wait_status(self, check: Callable[[dict[str, Any]], bool], timeout: float,
+                    what: str = "the agent's status") -> dict[str, Any]:
+        """The status as soon as ``check`` accepts it. The agent rewrites the file after every
+        evaluation; it is read every 50 ms. TimeoutError after ``timeout`` or the agent's exit."""
+        end = time.monotonic() + timeout
+        while True:
+            current = self.status()
+            if current and check(current):
+                return current
+            if time.monotonic() >= end or self.exit_code() is not None:
+                raise TimeoutError(f"{what}: not seen within {timeout}s (last {current!r}):\n"
+                                   f"{self.log_tail()}")
+            time.sleep(0.05)
+
+    def log_tail(self, count: int = 40) -> str:
+        """The last ``count`` events and stderr lines, for a failure message."""
+        with self._changed:
+            events = list(self._history)[-count:]
+        return "\n".join([json.dumps(e) for e in events] + list(self.stderr_tail))
+
+    # -- its process ------------------------------------------------------------------------
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
+
+    def send_signal(self, signum: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """Its exit code, once it has exited and its output has been read."""
+        if self.proc is None:
+            raise RuntimeError("the agent was not started")
+        code = self.proc.wait(timeout=timeout)
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+        return code
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (the agent exits 0 on it), then SIGKILL after ``timeout``."""

@@ -56,6 +56,26 @@ def scrubbed(environ: Mapping[str, str]) -> dict[str, str]:
             if k not in _AWS_POINTERS and not k.startswith("AWS_ENDPOINT_URL")}
 
 
+def agent_environment(endpoint: str, imds_url: str, region: str,
+                      base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for an agent against a local cloud: ``endpoint`` for AWS, the IMDS emulator at
+    ``imds_url`` and no static credentials (boto3 gets the role's from the emulator, as on EC2)."""
+    env = scrubbed(os.environ if base is None else base)
+    env.update({
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_url,
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv4",
+        # boto3's defaults (1 s, one attempt) are tight for a machine running the whole cloud.
+        "AWS_METADATA_SERVICE_TIMEOUT": "5",
+        "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3",
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    })
+    return env
+
+
 class LocalCloud:
     """A moto server on 127.0.0.1 (a free port), IAM's AWS-managed policies loaded."""
 
@@ -108,20 +128,7 @@ class LocalCloud:
 
     def agent_env(self, imds_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for the agent: the endpoint and region, credentials only from IMDS."""
-        env = scrubbed(os.environ if base is None else base)
-        env.update({
-            "AWS_ENDPOINT_URL": self.url,
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_url,
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv4",
-            # boto3's defaults (1 s, one attempt) are tight for a machine running the whole cloud.
-            "AWS_METADATA_SERVICE_TIMEOUT": "5",
-            "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3",
-            "AWS_REGION": self.region,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        })
-        return env
+        return agent_environment(self.url, imds_url, self.region, base)
 
     @contextmanager
     def activate(self) -> Iterator[None]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from controller.output import Output
 
@@ -113,6 +113,3 @@ class Display:
             self._status_printed_at = now
             self.out.stderr.write(f"[+{self.elapsed():5.1f}s]   {text}\n")
             self.out.stderr.flush()
-
-    def result_stream(self) -> TextIO:
-        return self.out.stdout

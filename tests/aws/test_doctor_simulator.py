@@ -30,6 +30,10 @@ from tests.conftest import MotoServer
 REGION = "us-east-1"
 
 
+# one moto state for the module (a module-scoped fixture): its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("test_doctor_simulator")
+
+
 @pytest.fixture(scope="module")
 def cloud(moto_server: MotoServer) -> Iterator[MotoServer]:
     with pytest.MonkeyPatch.context() as mp:

@@ -21,6 +21,9 @@ from controller.iam import add_iam_arguments, plan, request_from_args
 from spored.errors import ExitStatus, SpawnError
 from tests.conftest import MotoServer
 
+# one moto reset for the module (a module-scoped fixture): its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("test_iam_bad_inputs")
+
 GOOD_STATEMENT = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}
 
 

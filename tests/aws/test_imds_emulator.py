@@ -19,6 +19,9 @@ import requests
 from controller.sandbox.imds import TOKEN_HEADER, TTL_HEADER, ImdsEmulator
 from tests.conftest import MotoServer
 
+# one world for the module (a module-scoped fixture): its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("test_imds_emulator")
+
 REGION = "us-east-1"
 TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})

@@ -29,6 +29,9 @@ from spored.contract import parse_timestamp
 from spored.errors import ExitStatus
 from tests.conftest import MotoServer
 
+# one moto state for the module (a module-scoped fixture): its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("test_launch_run")
+
 REGION = "us-east-1"
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2lNH3Xk7GZqj0m8r2vJ0eP7Wq7l1v3yJd0QmFvYtB me@laptop"
 WRITE_PREFIXES = ("Create", "Put", "Run", "Import", "Authorize", "Delete", "Terminate", "Attach",

@@ -21,7 +21,9 @@ import pytest
 
 from controller import bundle as bundle_mod
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="useradd/groupadd need root")
+# One bundle built for the module (a module-scoped fixture): its tests stay on one xdist worker.
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="useradd/groupadd need root"),
+              pytest.mark.xdist_group("test_install_script")]
 
 
 @pytest.fixture(scope="module")

@@ -49,9 +49,19 @@ def _in_order(events: list[dict[str, Any]], *names: str) -> None:
 
 @pytest.fixture(scope="module")
 def ttl_run() -> tuple[int, list[dict[str, Any]], str]:
-    return _sandbox()  # the defaults: a 20 s TTL, warnings at 10 s and 5 s
+    # The defaults but the TTL: warnings at 10 s and 5 s before a 40 s TTL. The default 20 s
+    # leaves too little time for them when the suite's sandbox runs share a loaded 2-core machine
+    # (launch to agent-ready took more than 15 s there).
+    return _sandbox("--ttl", "40s")
 
 
+# The tests that read one sandbox run share it on one xdist worker; the runs themselves (five
+# `spawn sandbox` processes, each with its own local cloud on free ports) go to different workers.
+TTL_RUN = pytest.mark.xdist_group("sandbox-ttl-run")
+COMPLETION_RUN = pytest.mark.xdist_group("sandbox-completion-run")
+
+
+@TTL_RUN
 def test_ttl_lifecycle_ends_with_the_agents_own_terminate_call(
         ttl_run: tuple[int, list[dict[str, Any]], str]) -> None:
     code, events, stderr = ttl_run
@@ -79,6 +89,7 @@ def test_ttl_lifecycle_ends_with_the_agents_own_terminate_call(
     assert finished["agent_exit_code"] == 0
 
 
+@TTL_RUN
 def test_the_agent_warns_and_counts_down_before_acting(
         ttl_run: tuple[int, list[dict[str, Any]], str]) -> None:
     _code, events, _stderr = ttl_run
@@ -88,6 +99,7 @@ def test_the_agent_warns_and_counts_down_before_acting(
     assert left and left == sorted(left, reverse=True) and left[-1] <= 1
 
 
+@TTL_RUN
 def test_user_data_is_stored_verified_and_not_executed(
         ttl_run: tuple[int, list[dict[str, Any]], str]) -> None:
     _code, events, _stderr = ttl_run
@@ -102,6 +114,7 @@ def test_user_data_is_stored_verified_and_not_executed(
     assert changes["wall"][1] == "false"
 
 
+@TTL_RUN
 def test_the_role_is_the_agents_least_privilege_role(
         ttl_run: tuple[int, list[dict[str, Any]], str]) -> None:
     _code, events, _stderr = ttl_run
@@ -117,6 +130,7 @@ def completion_run() -> tuple[int, list[dict[str, Any]], str]:
                     "--iam-policy", "s3:ReadOnly@my-bucket/data/*")
 
 
+@COMPLETION_RUN
 def test_completion_ends_the_instance_with_reason_completed(
         completion_run: tuple[int, list[dict[str, Any]], str]) -> None:
     code, events, stderr = completion_run
@@ -128,6 +142,7 @@ def test_completion_ends_the_instance_with_reason_completed(
         ("terminated", "agent", "completed")
 
 
+@COMPLETION_RUN
 def test_iam_policy_flags_shape_the_role_launch_creates(
         completion_run: tuple[int, list[dict[str, Any]], str]) -> None:
     _code, events, _stderr = completion_run

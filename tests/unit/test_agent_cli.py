@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import json
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from spored import logs
 from spored.cli import EXIT_NO_STATUS, main
 from spored.contract import format_timestamp
 from spored.daemon import EXIT_CONFIG, EventQueue
 
-
-@pytest.fixture(autouse=True)
-def _logs_to_memory() -> Iterator[io.StringIO]:
-    """Each test logs into its own buffer (never into a stream another test's capture closed)."""
-    stream = io.StringIO()
-    logs.configure(json=True, stream=stream)
-    yield stream
-    logs.configure(json=True, stream=io.StringIO())
+# each test logs into its own buffer (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("agent_logs")
 
 
 @pytest.fixture

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from spored import logs
 from spored.state import ActFailure, AgentState, StateStore
 
 T = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def _logs_to_memory() -> Iterator[io.StringIO]:
-    """Each test logs into its own buffer (never into a stream another test's capture closed)."""
-    stream = io.StringIO()
-    logs.configure(json=True, stream=stream)
-    yield stream
-    logs.configure(json=True, stream=io.StringIO())
+# each test logs into its own buffer (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("agent_logs")
 
 
 def full_state(boot: str) -> AgentState:

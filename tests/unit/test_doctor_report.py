@@ -9,7 +9,7 @@ import pytest
 
 from controller.doctor import access, report
 from controller.doctor.report import Check, Status
-from spored.errors import EXIT_DESCRIPTIONS, ExitStatus
+from spored.exit_codes import EXIT_DESCRIPTIONS, ExitStatus
 
 
 def _checks(*statuses: Status) -> list[Check]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
 from botocore import exceptions as bce
 
+from controller.error_hints import hint_for
+from controller.output import Output
 from spored.errors import (
     AwsError,
     ConfigError,
@@ -40,7 +44,7 @@ def test_permission_and_credential_codes_exit_3(code: str) -> None:
     assert isinstance(err, PermissionDenied)
     assert exit_code_for(err) is ExitStatus.CREDENTIALS and int(err.exit_status) == 3
     assert err.message == f"terminating i-0abc: {code}: You are not authorized"
-    assert err.hint and "spawn iam cli-policy" in err.hint
+    assert err.hint is None  # advice about `spawn iam cli-policy` is the controller's (error_hints)
     assert err.to_dict()["error"] == "permission-denied"
 
 
@@ -85,7 +89,8 @@ def test_missing_credentials_or_region_exit_3(exc: Exception) -> None:
     err = from_aws(exc, action="listing instances")
     assert type(err) is CredentialsError and err.exit_status is ExitStatus.CREDENTIALS
     assert err.message.startswith("listing instances: ") and str(exc) in err.message
-    assert err.hint and "AWS_REGION" in err.hint
+    assert err.hint is None  # advice about AWS_PROFILE is the controller's (error_hints)
+    assert "AWS_REGION" in (hint_for(err) or "")
 
 
 @pytest.mark.parametrize("exc", [
@@ -183,3 +188,17 @@ def test_client_error_kinds(code: str, kind: str) -> None:
 
 def test_non_aws_exceptions_have_no_aws_code() -> None:
     assert aws_error_code(ValueError("x")) == "" and not is_aws_exception(ValueError("x"))
+@pytest.mark.parametrize(("exc", "advice"), [
+    (client_error("AccessDenied"), "spawn iam cli-policy"),
+    (bce.NoCredentialsError(), "AWS_PROFILE"),
+])
+def test_spawn_shows_its_own_advice_with_credential_errors(exc: Exception, advice: str) -> None:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    Output(json=True, stdout=stdout, stderr=stderr).error(from_aws(exc, action="listing instances"))
+    assert advice in json.loads(stdout.getvalue())["hint"]
+    assert f"hint: {hint_for(from_aws(exc, action='x'))}" in stderr.getvalue()
+
+
+def test_an_errors_own_hint_is_kept() -> None:
+    assert hint_for(PermissionDenied("denied", hint="ask the administrator")) == "ask the administrator"
+    assert hint_for(AwsError("boom")) is None

@@ -36,13 +36,8 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(autouse=True)
-def _logs_to_memory() -> Iterator[io.StringIO]:
-    """Each test logs into its own buffer (never into a stream another test's capture closed)."""
-    stream = io.StringIO()
-    logs.configure(json=True, stream=stream)
-    yield stream
-    logs.configure(json=True, stream=io.StringIO())
+# each test logs into its own buffer (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("agent_logs")
 
 
 @pytest.fixture
