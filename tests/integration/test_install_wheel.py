@@ -29,7 +29,8 @@ from tests.conftest import MotoServer
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 # Building and installing the wheel, then pip building the bundle: minutes on a loaded machine.
-pytestmark = pytest.mark.timeout(1800)
+# the installed wheel (a session fixture, minutes to build) is built once: one xdist worker
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.xdist_group("installed-wheel")]
 
 
 def _env(aws: MotoServer, home: Path) -> dict[str, str]:

@@ -30,7 +30,8 @@ from tests.integration.conftest import installed_env
 README = Path(__file__).resolve().parents[2] / "README.md"
 REGION = "us-east-1"
 # Building and installing the wheel, then pip building the agent bundle: minutes on a loaded machine.
-pytestmark = pytest.mark.timeout(1800)
+# the installed wheel (a session fixture, minutes to build) is built once: one xdist worker
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.xdist_group("installed-wheel")]
 
 
 MARK = "<!-- tested: tests/integration/test_readme_path.py runs this block -->"
