@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -41,14 +40,6 @@ def cloud(moto_server: MotoServer) -> Iterator[MotoServer]:
         moto_server.reset()
         yield moto_server
 
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    h = tmp_path / "home"
-    h.mkdir()
-    monkeypatch.setenv("HOME", str(h))
-    monkeypatch.delenv("SPAWN_AGENT_BUNDLE", raising=False)
-    return h
 
 
 def _documents(principal_arn: str) -> list[dict[str, Any]]:

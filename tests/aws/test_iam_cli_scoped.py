@@ -15,9 +15,7 @@ starts matching resources, so this widening can go.
 from __future__ import annotations
 
 import copy
-import io
 import json
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,6 @@ from tests.conftest import MotoServer
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
-ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2lNH3Xk7GZqj0m8r2vJ0eP7Wq7l1v3yJd0QmFvYtB me@laptop"
 
 
 # moto's S3 authorizes some operations under the operation's name instead of the IAM action AWS
@@ -85,31 +82,7 @@ def spawn(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str
     return code, (json.loads(text.splitlines()[-1]) if text.startswith(("{", "[")) else text), out.err
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    h = tmp_path / "home"
-    h.mkdir()
-    monkeypatch.setenv("HOME", str(h))
-    monkeypatch.delenv("SPAWN_AGENT_BUNDLE", raising=False)
-    return h
 
-
-@pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    path = tmp_path / "spored-bundle-0.0.test.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        data = b"#!/bin/sh\necho installing\n"
-        info = tarfile.TarInfo("spored-bundle-0.0.test/install.sh")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-@pytest.fixture
-def ssh_key(tmp_path: Path) -> Path:
-    path = tmp_path / "id_ed25519.pub"
-    path.write_text(ED25519 + "\n")
-    return path
 
 
 def _policy_versions(arn: str) -> list[dict[str, Any]]:

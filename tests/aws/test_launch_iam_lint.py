@@ -4,9 +4,7 @@ exits 2 and leaves no role, profile or instance behind."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,24 +28,6 @@ CLEAN = {"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::results/*"}]}
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    h = tmp_path / "home"
-    h.mkdir()
-    monkeypatch.setenv("HOME", str(h))
-    monkeypatch.delenv("SPAWN_AGENT_BUNDLE", raising=False)
-    return h
-
-
-@pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    path = tmp_path / "spored-bundle-0.0.test.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        data = b"#!/bin/sh\necho installing\n"
-        info = tarfile.TarInfo("spored-bundle-0.0.test/install.sh")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.fixture

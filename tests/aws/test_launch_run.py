@@ -9,9 +9,7 @@ import email
 import gzip
 import hashlib
 import http.server
-import io
 import json
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +31,6 @@ from tests.conftest import MotoServer
 pytestmark = pytest.mark.xdist_group("test_launch_run")
 
 REGION = "us-east-1"
-ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2lNH3Xk7GZqj0m8r2vJ0eP7Wq7l1v3yJd0QmFvYtB me@laptop"
 WRITE_PREFIXES = ("Create", "Put", "Run", "Import", "Authorize", "Delete", "Terminate", "Attach",
                   "Add", "Upload", "Start", "Stop", "Tag", "Remove", "Detach")
 
@@ -64,32 +61,7 @@ def on_event(event: str, handler: Callable[..., None]) -> Iterator[None]:
         events.unregister(event, handler)
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty HOME: no ~/.ssh keys, spawn's known_hosts and caches under tmp."""
-    h = tmp_path / "home"
-    h.mkdir()
-    monkeypatch.setenv("HOME", str(h))
-    monkeypatch.delenv("SPAWN_AGENT_BUNDLE", raising=False)
-    return h
 
-
-@pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    path = tmp_path / "spored-bundle-0.0.test.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        data = b"#!/bin/sh\necho installing\n"
-        info = tarfile.TarInfo("spored-bundle-0.0.test/install.sh")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-@pytest.fixture
-def ssh_key(tmp_path: Path) -> Path:
-    path = tmp_path / "id_ed25519.pub"
-    path.write_text(ED25519 + "\n")
-    return path
 
 
 @pytest.fixture

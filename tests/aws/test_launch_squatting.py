@@ -8,9 +8,7 @@ from __future__ import annotations
 import base64
 import email
 import gzip
-import io
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,16 +52,6 @@ def aws(cloud: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> M
     monkeypatch.delenv("SPAWN_AGENT_BUNDLE", raising=False)
     return cloud
 
-
-@pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    path = tmp_path / "spored-bundle-0.0.test.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        data = b"#!/bin/sh\necho installing\n"
-        info = tarfile.TarInfo("spored-bundle-0.0.test/install.sh")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.fixture
