@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 REAL_PARTS = ("aws", "integration", "e2e")
+RERUNS = 2
 
 # The live tier (tests/live: `spawn selftest` in a real AWS account) is collected only when a
 # maintainer opts in with SPAWN_LIVE_TESTS=1, and never in CI: everywhere else it is a documented
@@ -211,6 +212,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for tier in REAL_PARTS:
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
+                # Real processes, servers and timers on a shared 2-core machine: a test that fails
+                # is run again, at most twice (pytest-rerunfailures; reruns show as R in the
+                # summary). A real fault fails three times. Unit tests get no second chance.
+                if item.get_closest_marker("flaky") is None:
+                    item.add_marker(pytest.mark.flaky(reruns=RERUNS, reruns_delay=2))
         if "e2e" in parts:
             item.add_marker(pytest.mark.xdist_group("e2e"))
 
