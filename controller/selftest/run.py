@@ -622,7 +622,12 @@ def dry_run(opts: Options, args: argparse.Namespace, out: Output, budget: Budget
     with _workdir() as work:
         user_data = work / "proof.sh"
         user_data.write_bytes(proof.user_data("i-00000000000000000", opts.region or aws.default_region()))
-        launch_args = _parse_launch([*launch_argv(opts, user_data), "--dry-run"], args)
+        bundle = None
+        if opts.local_agent:
+            from controller.sandbox import bundle as sandbox_bundle
+
+            bundle = sandbox_bundle.build(work / "bundle")
+        launch_args = _parse_launch([*launch_argv(opts, user_data, bundle), "--dry-run"], args)
         captured = _Quiet(out)
         execute.run(launch_args, captured)
         stdout = captured.stdout

@@ -107,6 +107,17 @@ def test_keep_role_keeps_only_the_role_and_profile(aws: MotoServer, home: Path,
     assert any("IAM" in item for item in report["cleanup"]["kept"])
 
 
+def test_dry_run_prints_the_budget_the_launch_and_the_stages_and_creates_nothing(
+        aws: MotoServer, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, plan = _in_process(capsys, "--local-agent", "--dry-run", "--json")
+    assert code == 0 and plan["dry_run"] is True
+    assert plan["budget"]["max_minutes"] == 10 and plan["budget"]["instances"] == 2
+    assert plan["stages"][0]["name"] == "role" and len(plan["stages"]) == 9
+    assert plan["launch"][:2] == ["spawn", "launch"] and "--ttl" in plan["launch"]
+    assert plan["launch_plan"]["dry_run"] is True
+    assert leftovers() == {}
+
+
 def test_bad_iam_input_fails_the_role_stage_with_exit_2_and_creates_nothing(
         aws: MotoServer, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, report = _in_process(capsys, *FAST, "--iam-policy", "s3:ReadOnlyy")
