@@ -39,7 +39,7 @@ def test_roles_lists_spawn_roles_and_their_instances(aws: MotoServer,
     iid = _run(used.profile_arn)
     controller_aws.client("iam").create_role(
         RoleName="not-spawns", AssumeRolePolicyDocument="{}", Path="/spawn/")
-    rows = {r["role_name"]: r for r in _cli(capsys, "iam", "roles")}
+    rows = {r["role_name"]: r for r in _cli(capsys, "iam", "roles")["roles"]}
     assert set(rows) == {used.role_name, idle.role_name}
     assert rows[used.role_name]["instances"] == [f"us-east-1/{iid}"]
     assert rows[used.role_name]["in_use"]
