@@ -127,7 +127,7 @@ def test_a_denied_end_call_ends_the_instance_through_the_power_off_fallback(
                 "STATE_DIRECTORY": str(tmp_path / "state"), "RUNTIME_DIRECTORY": str(tmp_path / "run"),
                 "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
     log = tmp_path / "agent.log"  # stdout (journal) and stderr (journal + console), as on the unit
-    request = tmp_path / "run" / "poweroff"
+    request = tmp_path / "run" / "private" / "poweroff"
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "spored.cli", "--config", str(config), "run"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)

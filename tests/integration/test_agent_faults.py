@@ -144,7 +144,7 @@ def test_a_black_holed_terminate_is_a_recorded_failure_and_arms_the_backstop(
     failed = agent.wait_for("action.failed", 90)
     assert failed["code"] == "ReadTimeoutError" and failed["kind"] == "unreachable"
     agent.wait_for("backstop.poweroff_requested", 90)
-    assert (agent.runtime / "poweroff").exists()
+    assert (agent.runtime / "private" / "poweroff").exists()
     assert "cannot reach AWS" in (agent.status()["last_error"] or "")
     assert not agent.named("loop.failure") and agent.proc.poll() is None
     assert "blackhole" in proxy.outcomes("TerminateInstances")
@@ -264,7 +264,7 @@ def test_metadata_disabled_mid_run_still_ends_at_the_last_known_deadline(
     assert "power-off" in lost["fallback"]
     request = agent.wait_for("backstop.poweroff_requested", 30)
     assert f"shutdown behaviour: {on_complete}" in request["why"]
-    assert json.loads((agent.runtime / "poweroff").read_text())["reason"] == request["why"]
+    assert json.loads((agent.runtime / "private" / "poweroff").read_text())["reason"] == request["why"]
     # the status file is rewritten at the end of the evaluation that requested the power-off
     wait_until(lambda: any(k.startswith("backstop@ttl-expired@") for k in agent.status()["done"]), 10,
                "the power-off request in the status file", agent)
