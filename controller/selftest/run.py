@@ -673,7 +673,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     try:
         with _workdir() as work:
             try:
-                bound.start()
+                if threading.current_thread() is threading.main_thread():
+                    bound.start()  # interrupts whatever the run waits for; the waits also stop at it
                 selftest.execute(work)
             except _StageError as exc:
                 if not exc.recorded:
@@ -693,6 +694,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
                     out.warn("interrupted: cleaning up everything this run created")
             finally:
                 bound.cancel()
+                if selftest.clock.over() and report.error is None:  # every wait is bounded by it too
+                    report.error = (f"the run reached its bound of {int(MAX_RUN.total_seconds() // 60)} "
+                                    "minutes; everything it created is being ended")
                 report.cleanup = selftest.cleanup()
     finally:
         report.complete()
