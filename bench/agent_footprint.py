@@ -173,7 +173,7 @@ def steady_state(moto_url: str, work: Path, seconds: float, warmup: float,
                  kinds: list[AgentKind]) -> dict[str, Any]:
     import psutil
 
-    from controller.sandbox.imds import ImdsEmulator
+    from controller.sandbox.imds_emulator import ImdsEmulator
 
     results: dict[str, Any] = {}
     agents: dict[str, tuple[RunningAgent, Any, Any]] = {}
@@ -227,7 +227,7 @@ def steady_state(moto_url: str, work: Path, seconds: float, warmup: float,
 
 
 def latencies(moto_url: str, work: Path, runs: int) -> dict[str, Any]:
-    from controller.sandbox.imds import ImdsEmulator
+    from controller.sandbox.imds_emulator import ImdsEmulator
     from spored.contract import format_timestamp
 
     deadline_lag: list[float] = []

@@ -65,17 +65,17 @@ def path() -> Path:
 
 def _validator(key: Key) -> Callable[[Any], Any]:
     """The flag's own check for one value (a string, or a list for ``many`` keys)."""
-    from controller.launch import flags
+    from controller.launch import launch_flags
     from spored.contract import parse_duration
 
     checks: dict[str, Callable[[Any], Any]] = {
-        "region": lambda v: flags._match(v, flags.REGION_RE, key.flag, key.accepted),
-        "ssh-key": lambda v: flags.read_public_key(Path(v).expanduser()),
-        "ssh-from": lambda v: [flags._cidr(c) for c in v],
+        "region": lambda v: launch_flags._match(v, launch_flags.REGION_RE, key.flag, key.accepted),
+        "ssh-key": lambda v: launch_flags.read_public_key(Path(v).expanduser()),
+        "ssh-from": lambda v: [launch_flags._cidr(c) for c in v],
         "ttl": lambda v: parse_duration(v, field=key.flag),
         "idle-timeout": lambda v: parse_duration(v, field=key.flag),
         "iam-policy": _check_policy,
-        "agent-bundle": lambda v: flags._agent_bundle(v if "://" in v else str(Path(v).expanduser())),
+        "agent-bundle": lambda v: launch_flags._agent_bundle(v if "://" in v else str(Path(v).expanduser())),
     }
     return checks[key.name]
 

@@ -52,7 +52,7 @@ from spored.decide import Decision, Observations, Verb, decide, summary
 from spored.ec2 import Ec2, Ec2CallError
 from spored.errors import ConfigError
 from spored.exit_codes import AgentExit
-from spored.imds import ImdsClient
+from spored.imds_client import ImdsClient
 from spored.imds_errors import ImdsError
 from spored.observe import (
     Identity,

@@ -16,7 +16,7 @@ from spored.contract import AGENT_WRITABLE_TAGS, METADATA_TAG_KEY_RE, TAG_PREFIX
 from spored.imds_errors import ImdsError
 
 if TYPE_CHECKING:
-    from spored.imds import ImdsClient
+    from spored.imds_client import ImdsClient
 
 SPOT_PATH = "meta-data/spot/instance-action"
 REBALANCE_PATH = "meta-data/events/recommendations/rebalance"

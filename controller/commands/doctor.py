@@ -24,7 +24,7 @@ def _inputs(args: argparse.Namespace) -> Any:
     (flags > environment > ~/.config/spawn/config.toml > built-in); exit 2 on a bad value."""
     from controller import defaults
     from controller.doctor.checks import Inputs
-    from controller.launch import flags
+    from controller.launch import launch_flags
 
     sources = defaults.apply(args)
     region_source = f"the defaults file {defaults.path()}" if sources.get("region") == "file" else "--region"
@@ -44,12 +44,14 @@ def _inputs(args: argparse.Namespace) -> Any:
     if args.key_name and args.ssh_key:
         raise ValidationError("--ssh-key", "give either --key-name or --ssh-key, not both")
     return Inputs(
-        region=match(args.region, flags.REGION_RE, "--region", "a region name, e.g. us-east-1"),
+        region=match(args.region, launch_flags.REGION_RE, "--region", "a region name, e.g. us-east-1"),
         region_source=region_source,
-        instance_type=match(args.instance_type, flags.INSTANCE_TYPE_RE, "--instance-type",
+        instance_type=match(args.instance_type, launch_flags.INSTANCE_TYPE_RE, "--instance-type",
                             "family.size, e.g. t3.micro"),
-        subnet=match(args.subnet, flags.SUBNET_RE, "--subnet", "subnet- followed by 8 or 17 hex digits"),
-        key_name=match(args.key_name, flags.KEY_NAME_RE, "--key-name", "1-255 printable ASCII characters"),
+        subnet=match(args.subnet, launch_flags.SUBNET_RE, "--subnet",
+                     "subnet- followed by 8 or 17 hex digits"),
+        key_name=match(args.key_name, launch_flags.KEY_NAME_RE, "--key-name",
+                       "1-255 printable ASCII characters"),
         ssh_key=args.ssh_key, ssh_from=tuple(ssh_from), agent_bundle=args.agent_bundle or None,
         home=Path.home())
 

@@ -113,7 +113,7 @@ def cmd_agent_policy(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_lint(args: argparse.Namespace, out: Output) -> int:
     from controller.iam.compose import IamRequest, plan
-    from controller.iam.flags import read_policy_file
+    from controller.iam.iam_flags import read_policy_file
     from controller.iam.lint import lint_text
 
     document, text = read_policy_file(args.file, field="FILE")

@@ -16,7 +16,7 @@ def _run(args: argparse.Namespace, out: Output) -> int:
 
 def register(subparsers: Any) -> None:
     from controller import iam
-    from controller.launch import flags
+    from controller.launch import launch_flags
 
     parser = subparsers.add_parser(
         "launch", help="launch instances that install the spored agent first",
@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
                     "Every flag is validated before any AWS write; --dry-run prints the whole plan. "
                     "Flags not given come from the environment, then the defaults file "
                     "(`spawn defaults path`), then the built-in defaults.")
-    flags.add_arguments(parser)
+    launch_flags.add_arguments(parser)
     iam.add_iam_arguments(parser)
     add_json_flag(parser)
     parser.set_defaults(func=_run)

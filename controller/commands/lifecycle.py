@@ -156,23 +156,23 @@ def _power(action: str) -> Any:
 
 # --- config -----------------------------------------------------------------------------
 def _config(args: argparse.Namespace, out: Output) -> int:
-    from controller.lifecycle import config
+    from controller.lifecycle import tag_config
 
     if args.op in ("get", "set"):
-        config.normalize_key(args.key)
+        tag_config.normalize_key(args.key)
     if args.op == "set":
-        config.canonical_value(config.normalize_key(args.key), args.value)
+        tag_config.canonical_value(tag_config.normalize_key(args.key), args.value)
     found = _one(args)
     if args.op == "list":
-        values = config.listing(found)
+        values = tag_config.listing(found)
         out.result({"instance_id": found.instance_id, "settings": values},
                    lambda s: s.writelines(f"{k}: {'(unset)' if v is None else v}\n"
                                           for k, v in values.items()))
     elif args.op == "get":
-        got = config.get(found, args.key)
+        got = tag_config.get(found, args.key)
         out.result(got, lambda s: s.writelines([f"{'(unset)' if got['value'] is None else got['value']}\n"]))
     else:
-        done = config.set_value(found, args.key, args.value)
+        done = tag_config.set_value(found, args.key, args.value)
         def human(stream: TextIO) -> None:
             stream.writelines(f"{found.instance_id}: {k} = {v}\n" for k, v in done["set"].items())
             if "shutdown_behaviour" in done:

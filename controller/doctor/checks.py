@@ -17,8 +17,7 @@ from typing import Any
 from controller import aws, permissions
 from controller.doctor import access
 from controller.doctor.report import Check, Status
-from controller.launch import agent_source, ami, checkip, keys
-from controller.launch import flags as launch_flags
+from controller.launch import agent_source, ami, checkip, keys, launch_flags
 from spored.contract import MANAGED_VALUE, TAG_MANAGED
 from spored.errors import SpawnError, aws_error_code, aws_error_message
 

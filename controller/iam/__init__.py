@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .agent_policy import agent_policy_document
 from .compose import IamPlan, IamRequest, plan
-from .flags import add_iam_arguments, request_from_args
+from .iam_flags import add_iam_arguments, request_from_args
 from .propagation import is_profile_propagation_error, retry_on_profile_propagation
 from .provision import Provisioned, lint_composed_role, provision, rollback
 from .setup import account_boundary

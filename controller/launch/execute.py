@@ -21,9 +21,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from controller import aws
-from controller.launch import agent_source, ami, checkip, keys, netsec, pricing, userdata
-from controller.launch import flags as launch_flags
-from controller.launch.flags import LaunchFlags
+from controller.launch import agent_source, ami, checkip, keys, launch_flags, netsec, pricing, userdata
+from controller.launch.launch_flags import LaunchFlags
 from controller.launch.plan import ImageFacts, InstanceTypeFacts, LaunchFacts, LaunchPlan, build, printable
 from controller.lifecycle.connect import console_output
 from controller.lifecycle.view import agent_health, agent_permissions, tags_of

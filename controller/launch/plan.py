@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from controller.launch.flags import LaunchFlags
+from controller.launch.launch_flags import LaunchFlags
 from spored import config as agent_config
 from spored import failsafe
 from spored.contract import (

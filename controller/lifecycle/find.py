@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from controller import aws
-from controller.launch.flags import REGION_RE
+from controller.launch.launch_flags import REGION_RE
 from controller.lifecycle.view import tags_of
 from spored.contract import TAG_MANAGED, TAG_NAME, is_managed, managed_problem
 from spored.errors import SpawnError, ValidationError, from_aws

@@ -1,1 +1,1 @@
-"""A local cloud for trying spawn and testing spored: the IMDSv2 emulator (``imds``)."""
+"""A local cloud for trying spawn and testing spored: the IMDSv2 emulator (``imds_emulator``)."""

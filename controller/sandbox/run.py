@@ -23,8 +23,7 @@ from typing import Any
 
 from controller.output import Output
 from controller.sandbox import agent as sandbox_agent
-from controller.sandbox import bundle as sandbox_bundle
-from controller.sandbox import launcher
+from controller.sandbox import launcher, local_bundle
 from controller.sandbox.cloud import LocalCloud, require_moto
 from controller.sandbox.display import Display
 from spored.contract import (
@@ -148,7 +147,7 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
     gc.freeze()
     gc.enable()
 
-    from controller.sandbox.imds import ImdsEmulator
+    from controller.sandbox.imds_emulator import ImdsEmulator
 
     emulator = ImdsEmulator(instance_id, region, cloud.url).start()
     stack.callback(emulator.stop)
@@ -185,7 +184,7 @@ def _run(opts: Options, args: argparse.Namespace, display: Display,
 def _launch(opts: Options, args: argparse.Namespace, display: Display,
             work: Path) -> tuple[str, str, launcher.StoredLaunch]:
     """`spawn launch` for the sandbox instance; then what it stored, read back and checked."""
-    bundle_path = sandbox_bundle.build(work / "bundle")
+    bundle_path = local_bundle.build(work / "bundle")
     spot = opts.spot_after is not None
 
     def on_step(step: str, message: str) -> None:

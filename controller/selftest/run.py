@@ -37,8 +37,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from controller import aws
-from controller.launch import execute, pricing
-from controller.launch import flags as launch_flags
+from controller.launch import execute, launch_flags, pricing
 from controller.output import Output
 from controller.selftest import proof
 from controller.selftest.stages import (
@@ -321,9 +320,9 @@ class Run:
         user_data.write_bytes(proof.user_data("i-00000000000000000", report.region))
         bundle = None
         if self.opts.local_agent:  # the local agent runs from this installation, as in the sandbox
-            from controller.sandbox import bundle as sandbox_bundle
+            from controller.sandbox import local_bundle
 
-            bundle = sandbox_bundle.build(work / "bundle")
+            bundle = local_bundle.build(work / "bundle")
         launch_args = _parse_launch(launch_argv(self.opts, user_data, bundle), self.args)
         lf = launch_flags.validate(launch_args)
         quiet = _Quiet(self.out)
@@ -409,7 +408,7 @@ class Run:
         """The local cloud: the sandbox's agent and an IMDS emulator stand in for EC2's boot."""
         from controller.sandbox import agent as sandbox_agent
         from controller.sandbox import launcher
-        from controller.sandbox.imds import ImdsEmulator
+        from controller.sandbox.imds_emulator import ImdsEmulator
 
         endpoint = os.environ["AWS_ENDPOINT_URL"]
         emulator = ImdsEmulator(instance_id, region, endpoint).start()
@@ -624,9 +623,9 @@ def dry_run(opts: Options, args: argparse.Namespace, out: Output, budget: Budget
         user_data.write_bytes(proof.user_data("i-00000000000000000", opts.region or aws.default_region()))
         bundle = None
         if opts.local_agent:
-            from controller.sandbox import bundle as sandbox_bundle
+            from controller.sandbox import local_bundle
 
-            bundle = sandbox_bundle.build(work / "bundle")
+            bundle = local_bundle.build(work / "bundle")
         launch_args = _parse_launch([*launch_argv(opts, user_data, bundle), "--dry-run"], args)
         captured = _Quiet(out)
         execute.run(launch_args, captured)

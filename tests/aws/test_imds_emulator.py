@@ -16,7 +16,7 @@ import boto3
 import pytest
 import requests
 
-from controller.sandbox.imds import TOKEN_HEADER, TTL_HEADER, ImdsEmulator
+from controller.sandbox.imds_emulator import TOKEN_HEADER, TTL_HEADER, ImdsEmulator
 from tests.conftest import MotoServer
 
 # one world for the module (a module-scoped fixture): its tests stay on one xdist worker
@@ -458,7 +458,7 @@ def test_vanished_instance_is_a_server_error_but_notices_still_work(world: World
 # ----------------------------------------------------------------------------------------------
 def test_runs_as_a_process_with_a_control_api(world: World, instance: Instance) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.sandbox.imds", "--instance-id", instance.instance_id,
+        [sys.executable, "-m", "controller.sandbox.imds_emulator", "--instance-id", instance.instance_id,
          "--region", REGION, "--aws-endpoint", world.url, "--bind", "127.0.0.1", "--port", "0",
          "--no-tags-in-metadata"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
@@ -500,7 +500,7 @@ def test_process_reports_a_busy_port(world: World, instance: Instance) -> None:
     with ImdsEmulator(instance.instance_id, REGION, world.url) as emu:
         port = emu.url.rsplit(":", 1)[1]
         done = subprocess.run(
-            [sys.executable, "-m", "controller.sandbox.imds", "--instance-id", instance.instance_id,
+            [sys.executable, "-m", "controller.sandbox.imds_emulator", "--instance-id", instance.instance_id,
              "--region", REGION, "--aws-endpoint", world.url, "--port", port],
             capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 1
@@ -509,7 +509,7 @@ def test_process_reports_a_busy_port(world: World, instance: Instance) -> None:
 
 def test_process_logs_failures_once_on_stderr(world: World, instance: Instance) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.sandbox.imds", "--instance-id", "i-0000000000000dead",
+        [sys.executable, "-m", "controller.sandbox.imds_emulator", "--instance-id", "i-0000000000000dead",
          "--region", REGION, "--aws-endpoint", world.url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:

@@ -17,7 +17,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from controller.sandbox.imds import TOKEN_HEADER, TOKEN_PATH, TTL_HEADER, ImdsEmulator
+from controller.sandbox.imds_emulator import TOKEN_HEADER, TOKEN_PATH, TTL_HEADER, ImdsEmulator
 from spored.errors import ExitStatus, PermissionDenied, from_aws
 from tests.conftest import MotoServer
 

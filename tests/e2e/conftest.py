@@ -41,12 +41,12 @@ def _free_port(address: str) -> int:
 
 
 class ImdsProcess:
-    """``python -m controller.sandbox.imds`` for one instance, at 169.254.169.254:80."""
+    """``python -m controller.sandbox.imds_emulator`` for one instance, at 169.254.169.254:80."""
 
     def __init__(self, instance_id: str, aws_endpoint: str) -> None:
         self.instance_id = instance_id
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.sandbox.imds", "--instance-id", instance_id,
+            [sys.executable, "-m", "controller.sandbox.imds_emulator", "--instance-id", instance_id,
              "--region", REGION, "--aws-endpoint", aws_endpoint, "--bind", IMDS_ADDRESS, "--port", "80"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None

@@ -26,7 +26,7 @@ import pytest
 
 from controller.cli import main
 from controller.iam.compose import TRUST_POLICY
-from controller.sandbox.imds import ImdsEmulator
+from controller.sandbox.imds_emulator import ImdsEmulator
 from spored.contract import format_timestamp
 from tests.conftest import MotoServer
 from tests.integration.test_iam_agent_role import admin  # noqa: F401 - a fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from controller.sandbox.faultproxy import FaultProxy
-from controller.sandbox.imds import ImdsEmulator
+from controller.sandbox.imds_emulator import ImdsEmulator
 from spored.contract import format_timestamp
 from tests.conftest import MotoServer
 from tests.integration import test_agent_run as kit

@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
-from controller.sandbox.imds import ImdsEmulator
+from controller.sandbox.imds_emulator import ImdsEmulator
 from spored.contract import TAG_AGENT_STATUS, format_timestamp, parse_timestamp
 from tests.conftest import MotoServer
 

@@ -29,7 +29,7 @@ from controller import aws as controller_aws
 from controller import permissions
 from controller.iam import agent_policy_document, plan, provision
 from controller.iam.compose import TRUST_POLICY, IamRequest
-from controller.sandbox.imds import ImdsEmulator
+from controller.sandbox.imds_emulator import ImdsEmulator
 from spored.contract import format_timestamp
 from tests.conftest import MotoServer
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.iam import document as D
-from controller.iam.flags import read_policy_file
+from controller.iam.iam_flags import read_policy_file
 from spored.errors import ValidationError
 
 GOOD: dict[str, Any] = {"Version": "2012-10-17", "Statement": {

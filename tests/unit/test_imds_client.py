@@ -10,7 +10,7 @@ import requests
 import responses
 
 from spored import logs
-from spored.imds import ImdsClient, endpoint_from_env
+from spored.imds_client import ImdsClient, endpoint_from_env
 from spored.imds_errors import ImdsDisabled, ImdsUnavailable
 from spored.observe import (
     Identity,

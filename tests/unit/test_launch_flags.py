@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.launch import flags
+from controller.launch import launch_flags
 from spored.contract import Action
 from spored.errors import ValidationError
 
@@ -17,12 +17,12 @@ ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2lNH3Xk7GZqj0m8r2vJ0eP7Wq7l1v3
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    flags.add_arguments(parser)
+    launch_flags.add_arguments(parser)
     return parser.parse_args(["--instance-type", "t3.micro", *argv])
 
 
-def validate(*argv: str, home: Path) -> flags.LaunchFlags:
-    return flags.validate(parse(*argv), home=home)
+def validate(*argv: str, home: Path) -> launch_flags.LaunchFlags:
+    return launch_flags.validate(parse(*argv), home=home)
 
 
 def test_defaults_apply_a_one_hour_idle_timeout_and_a_fresh_client_token(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_default_key_from_home_prefers_ed25519_and_asks_for_the_callers_own_addr
     f = validate("--ttl", "2h", home=tmp_path)
     assert f.ssh_public_key == " ".join(ED25519.split()[:2])
     assert f.ssh_from == () and f.ssh_from_lookup  # never 0.0.0.0/0 by default
-    assert not flags.open_to_everyone(f)
+    assert not launch_flags.open_to_everyone(f)
 
 
 def test_ssh_key_path_to_private_key_reads_the_pub_beside_it(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_ssh_key_path_to_private_key_reads_the_pub_beside_it(tmp_path: Path) -> 
 def test_ssh_to_everyone_only_when_asked(everyone: str, tmp_path: Path) -> None:
     (tmp_path / "k.pub").write_text(ED25519)
     f = validate("--ssh-key", str(tmp_path / "k.pub"), "--ssh-from", everyone, home=tmp_path)
-    assert f.ssh_from == (everyone,) and not f.ssh_from_lookup and flags.open_to_everyone(f)
+    assert f.ssh_from == (everyone,) and not f.ssh_from_lookup and launch_flags.open_to_everyone(f)
 
 
 def test_on_complete_hibernate_configures_hibernation(tmp_path: Path) -> None:
@@ -109,9 +109,9 @@ def test_bad_input_names_the_flag(argv: list[str], flag: str, tmp_path: Path) ->
 
 def test_bad_instance_type_syntax(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
-    flags.add_arguments(parser)
+    launch_flags.add_arguments(parser)
     with pytest.raises(ValidationError) as err:
-        flags.validate(parser.parse_args(["--instance-type", "T3 MICRO"]), home=tmp_path)
+        launch_flags.validate(parser.parse_args(["--instance-type", "T3 MICRO"]), home=tmp_path)
     assert err.value.field == "--instance-type"
 
 

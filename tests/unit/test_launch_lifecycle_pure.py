@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.lifecycle import config, connect, extend, view
+from controller.lifecycle import connect, extend, tag_config, view
 from spored.errors import ValidationError
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -75,7 +75,7 @@ def test_paused_remaining_arithmetic() -> None:
     ("spawn:expires-at", "2026-11-28T17:00:00Z", "2026-11-28T17:00:00Z"),
 ])
 def test_config_values_are_canonical(key: str, value: str, canonical: str) -> None:
-    assert config.canonical_value(key, value) == canonical
+    assert tag_config.canonical_value(key, value) == canonical
 
 
 @pytest.mark.parametrize(("key", "value"), [
@@ -84,23 +84,24 @@ def test_config_values_are_canonical(key: str, value: str, canonical: str) -> No
 ])
 def test_config_bad_values(key: str, value: str) -> None:
     with pytest.raises(ValidationError) as err:
-        config.canonical_value(key, value)
+        tag_config.canonical_value(key, value)
     assert err.value.field == key
 
 
 def test_config_refuses_an_expires_at_beyond_366_days() -> None:
     now = datetime(2026, 11, 28, 12, tzinfo=UTC)
-    assert config.canonical_value("spawn:expires-at", "2027-11-29T12:00:00Z", now) == "2027-11-29T12:00:00Z"
+    got = tag_config.canonical_value("spawn:expires-at", "2027-11-29T12:00:00Z", now)
+    assert got == "2027-11-29T12:00:00Z"
     with pytest.raises(ValidationError) as err:
-        config.canonical_value("spawn:expires-at", "3000-01-01T00:00:00Z", now)
+        tag_config.canonical_value("spawn:expires-at", "3000-01-01T00:00:00Z", now)
     assert err.value.field == "spawn:expires-at"
     assert "366 days" in err.value.message and "2027-11-29T12:00:00Z" in err.value.message
 
 
 def test_config_keys_accept_short_names_and_refuse_others() -> None:
-    assert config.normalize_key("ttl") == "spawn:ttl"
+    assert tag_config.normalize_key("ttl") == "spawn:ttl"
     with pytest.raises(ValidationError, match="accepted: ttl"):
-        config.normalize_key("spawn:managed")
+        tag_config.normalize_key("spawn:managed")
 
 
 CONSOLE = """[   12.0] cloud-init[1234]: ...

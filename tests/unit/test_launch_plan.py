@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.launch import ami, flags, plan
+from controller.launch import ami, launch_flags, plan
 from spored import config as agent_config
 from spored.errors import ValidationError
 
@@ -23,10 +23,10 @@ FACTS = plan.LaunchFacts(region="us-east-1", type_facts=T3, image=IMAGE,
                          role_name="spawn-abc")
 
 
-def lf(*argv: str, home: Path) -> flags.LaunchFlags:
+def lf(*argv: str, home: Path) -> launch_flags.LaunchFlags:
     parser = argparse.ArgumentParser()
-    flags.add_arguments(parser)
-    return flags.validate(parser.parse_args(["--instance-type", "t3.micro", *argv]), home=home)
+    launch_flags.add_arguments(parser)
+    return launch_flags.validate(parser.parse_args(["--instance-type", "t3.micro", *argv]), home=home)
 
 
 def test_run_instances_parameters(tmp_path: Path) -> None:

@@ -124,6 +124,7 @@ def test_the_contract_imports_nothing_else_of_the_agent(module: str) -> None:
 
 def test_the_boundary_check_sees_an_agent_internal() -> None:
     assert "spored.daemon" in _agent_imports("spored.cli")
-    assert "spored.imds" in _agent_imports("spored.daemon")  # `from spored.imds import ImdsClient`
+    # `from spored.imds_client import ImdsClient`
+    assert "spored.imds_client" in _agent_imports("spored.daemon")
     # `from spored import config`: the package and the module
     assert {"spored", "spored.config"} <= _agent_imports("controller.sandbox.agent")

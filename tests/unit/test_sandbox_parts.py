@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.sandbox import bundle
+from controller.sandbox import local_bundle
 from controller.sandbox.agent import AgentDirs, changes, sandbox_config
 from controller.sandbox.cloud import SANDBOX_ACCESS_KEY_ID, LocalCloud, scrubbed
 from controller.sandbox.display import EVENTS
@@ -94,8 +94,8 @@ def test_agent_dirs_are_private(tmp_path: Path) -> None:
 
 
 def test_sandbox_bundle_is_reproducible_and_says_what_it_is(tmp_path: Path) -> None:
-    first = bundle.build(tmp_path / "a")
-    second = bundle.build(tmp_path / "b")
+    first = local_bundle.build(tmp_path / "a")
+    second = local_bundle.build(tmp_path / "b")
     digest = hashlib.sha256(first.read_bytes()).hexdigest()
     assert digest == hashlib.sha256(second.read_bytes()).hexdigest()
     with tarfile.open(first) as tar:

@@ -30,7 +30,7 @@ process; it bypasses the token rules and is not logged:
 ``POST|DELETE /_emulator/rebalance`` (``{"time": "...Z"}``), ``GET|POST /_emulator/faults``,
 ``GET|DELETE /_emulator/requests``, ``POST /_emulator/tokens/expire``.
 
-Run it as a process: ``python -m controller.sandbox.imds --help``.
+Run it as a process: ``python -m controller.sandbox.imds_emulator --help``.
 
 Not emulated: the PUT response hop limit (every client is "on the instance"), IPv6, the
 identity document's signatures, network/ and block-device-mapping/ trees, IMDSv1-only quirks.
@@ -512,7 +512,7 @@ class _Handler(BaseHTTPRequestHandler):
 # ---------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m controller.sandbox.imds",
+        prog="python -m controller.sandbox.imds_emulator",
         description="Serve IMDSv2 for one instance of an EC2 endpoint (a moto server). Prints "
                     '{"event": "ready", "url": ...} on stdout when serving; stops on SIGTERM/SIGINT.')
     parser.add_argument("--instance-id", required=True, help="the instance, e.g. i-0abc...")

@@ -35,7 +35,7 @@ TOKEN_PATH = "/latest/api/token"  # noqa: S105 - a URL path, not a secret
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"  # noqa: S105 - header name
 TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - header name
 
-log = logs.get("spored.imds")
+log = logs.get("spored.imds_client")
 
 
 def endpoint_from_env(configured: str = "") -> str:
