@@ -16,7 +16,7 @@ from controller import __version__
 from controller.output import Output
 from spored.argparsing import Parser
 from spored.errors import SpawnError, exit_code_for
-from spored.exit_codes import EXIT_DESCRIPTIONS, ExitStatus
+from spored.exit_codes import EXIT_DESCRIPTIONS, ExitStatus, help_epilog
 
 COMMAND_MODULES = (
     "controller.commands.doctor",
@@ -31,17 +31,11 @@ COMMAND_MODULES = (
 )
 
 
-def _epilog() -> str:
-    lines = ["exit codes:"]
-    lines += [f"  {int(code):<4} {text}" for code, text in EXIT_DESCRIPTIONS.items()]
-    return "\n".join(lines)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="spawn",
         description="Launch disposable EC2 instances that clean up after themselves.",
-        epilog=_epilog(),
+        epilog=help_epilog(EXIT_DESCRIPTIONS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"spawn {__version__}")

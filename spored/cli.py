@@ -3,13 +3,7 @@
 Results on stdout (``--json`` on every command), logs on stderr, except ``spored run`` which writes
 JSON log lines to stdout for journald.
 
-Exit codes: 0 ok; 2 usage, validation or configuration error (``check``, ``complete``, ``status``);
-``spored run``: 0 after SIGTERM, 75 after repeated identical failures (systemd restarts it), 78 for
-a configuration error (systemd does not restart it: RestartPreventExitStatus=78);
-``spored status``: 69 when there is no status file (the agent is not running);
-``spored complete``: 75 when the running agent did not record the completion in its saved state
-within ``--wait`` seconds (e.g. its state directory cannot be written; the marker is kept and the
-agent retries), 2 when the marker cannot be written at all.
+Exit codes: ``spored --help`` lists them, from ``spored.exit_codes`` (shared with ``spawn``).
 """
 
 from __future__ import annotations
@@ -28,10 +22,16 @@ from spored import __version__
 from spored import config as config_mod
 from spored.argparsing import Parser
 from spored.errors import ConfigError, ExitStatus, SpawnError, UsageError, ValidationError, exit_code_for
-from spored.exit_codes import AgentExit
+from spored.exit_codes import (
+    AGENT_EXIT_DESCRIPTIONS,
+    EXIT_DESCRIPTIONS,
+    SPORED_STATUSES,
+    AgentExit,
+    help_epilog,
+)
 
 EXIT_NO_STATUS = AgentExit.NO_STATUS
-EXIT_NOT_RECORDED = 75
+EXIT_NOT_RECORDED = AgentExit.TEMPFAIL
 # Importing structlog imports rich when it is installed (structlog/dev.py, for its console
 # renderer). The daemon renders JSON only (spored/logs.py), so `spored run` keeps rich out: in an
 # environment shared with the controller (a checkout, the sandbox) it would cost ~7 MiB of RSS.
@@ -42,7 +42,9 @@ NOT_IN_THE_DAEMON = ("rich",)
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="spored", description="The spawn agent: ends its own instance when its "
                      "lifecycle says so (TTL, completion, idle, spot), only if tagged spawn:managed=true.",
-                     epilog=__doc__.split("Exit codes:", 1)[1].strip() if __doc__ else None)
+                     epilog=help_epilog([(c, EXIT_DESCRIPTIONS[c]) for c in SPORED_STATUSES],
+                                        AGENT_EXIT_DESCRIPTIONS.items()),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"spored {__version__}")
     parser.add_argument("--config", type=Path,
                         default=Path(os.environ.get("SPORED_CONFIG", str(config_mod.DEFAULT_PATH))),

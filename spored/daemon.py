@@ -79,7 +79,7 @@ from spored.probes import (
 from spored.sdnotify import Notifier
 from spored.state import ActFailure, AgentState, StateStore, runtime_dir, state_dir, write_atomic
 
-EXIT_RESTART = AgentExit.RESTART
+EXIT_RESTART = AgentExit.TEMPFAIL
 EXIT_CONFIG = AgentExit.CONFIG
 MAX_SAME_FAILURES = 5
 STATUS_FILE = "status.json"
