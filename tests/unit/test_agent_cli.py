@@ -11,7 +11,8 @@ import pytest
 
 from spored.cli import EXIT_NO_STATUS, main
 from spored.contract import format_timestamp
-from spored.daemon import EXIT_CONFIG, EventQueue
+from spored.daemon import EXIT_CONFIG
+from spored.events import EventQueue
 
 # each test logs into its own buffer (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("agent_logs")
