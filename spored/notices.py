@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from spored import logs
 from spored.contract import format_timestamp
-from spored.imds import ImdsClient
+from spored.imds_client import ImdsClient
 from spored.observe import Notice, Unknown, needs_notice_poll, read_life_cycle, read_notice
 
 log = logs.get("spored.notices")

@@ -17,7 +17,7 @@ from spored.backoff import next_delay
 from spored.config import Config
 from spored.contract import AGENT_WRITABLE_TAGS, is_managed
 from spored.ec2 import Ec2, Ec2CallError
-from spored.imds import ImdsClient
+from spored.imds_client import ImdsClient
 from spored.observe import Identity, Unknown, read_identity, read_metadata_tags
 
 # Failed DescribeTags calls back off from this many seconds.
