@@ -25,11 +25,12 @@ import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
+from controller.sandbox.loopback import LoopbackHTTPServer, LoopbackService
 from spored.errors import ValidationError
 
 KINDS = ("error", "delay", "blackhole")
@@ -69,9 +70,10 @@ def action_of(path: str, body: bytes) -> str:
     return ""
 
 
-class FaultProxy:
+class FaultProxy(LoopbackService):
     def __init__(self, upstream: str, *, host: str = "127.0.0.1", port: int = 0,
                  upstream_timeout: float = 60.0) -> None:
+        super().__init__(host, port, handler=_Handler, thread_name="fault-proxy")
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise ValidationError("upstream", f"{upstream!r}; accepted: http://HOST[:PORT]")
@@ -82,9 +84,6 @@ class FaultProxy:
         self._rules: list[Rule] = []
         self._lock = threading.Lock()
         self._released = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._host, self._port = host, port
 
     # -- rules -------------------------------------------------------------------------------
     def add(self, action: str, kind: str, **options: Any) -> Rule:
@@ -129,38 +128,9 @@ class FaultProxy:
         return [outcome for name, outcome in list(self.log) if name == action]
 
     # -- lifecycle ---------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the proxy is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> Self:
-        if self._server is None:
-            server = _Server((self._host, self._port), _Handler)
-            server.proxy = self
-            self._server = server
-            self._thread = threading.Thread(target=server.serve_forever, name="fault-proxy",
-                                            kwargs={"poll_interval": 0.1}, daemon=True)
-            self._thread.start()
-        return self
-
     def stop(self) -> None:
-        self._released.set()
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        self._released.set()  # requests held by a blackhole or a delay end first
+        super().stop()
 
     # -- one request -------------------------------------------------------------------------
     def forward(self, method: str, path: str, headers: list[tuple[str, str]],
@@ -182,20 +152,15 @@ class FaultProxy:
             conn.close()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    proxy: FaultProxy
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: LoopbackHTTPServer[FaultProxy]
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: ``FaultProxy.log`` records the action and outcome of every request."""
 
     def _handle(self) -> None:
-        proxy = self.server.proxy
+        proxy = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         action = action_of(self.path, body)

@@ -52,10 +52,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import cached_property
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import urlsplit
 
+from controller.sandbox.loopback import LoopbackHTTPServer, LoopbackService
 from controller.sandbox.metadata import (
     MergedDir,
     MotoInstance,
@@ -183,7 +184,7 @@ class _View:
         return str((self.instance.get("MetadataOptions") or {}).get(key, "")) == enabled
 
 
-class ImdsEmulator:
+class ImdsEmulator(LoopbackService):
     """IMDSv2 for instance ``instance_id`` of the EC2 endpoint ``aws_endpoint`` (a moto server).
 
     ``port=0`` picks a free port; ``url`` is the base URL once started. ``tokens_required``,
@@ -197,6 +198,7 @@ class ImdsEmulator:
                  tokens_required: bool | None = True, endpoint_enabled: bool | None = True,
                  tags_in_metadata: bool | None = None, role_name: str | None = None,
                  session: Any = None, control_api: bool = True) -> None:
+        super().__init__(host, port, handler=_Handler, thread_name="imds-emulator")
         self.instance_id = instance_id
         self.region = region
         self.tokens_required = tokens_required
@@ -210,48 +212,10 @@ class ImdsEmulator:
         self.clock_offset = 0.0
         self._source = MotoInstance(instance_id, region, aws_endpoint, role_name=role_name,
                                     session=session)
-        self._host, self._port = host, port
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}
         self._notices = Notices()
         self._failures_logged: dict[str, float] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the emulator is not started")
-        host, port = self._server.server_address[:2]
-        host = str(host)
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-    def start(self) -> Self:
-        if self._server is not None:
-            return self
-        server = _Server((self._host, self._port), _Handler)
-        server.emulator = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="imds-emulator",
-                                        kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
     # -- notices and tokens ------------------------------------------------------------------
     def arm_spot(self, action: str = "terminate", at: datetime | None = None) -> None:
@@ -448,20 +412,8 @@ def _json(status: int, payload: Any) -> Response:
     return Response(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    emulator: ImdsEmulator
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up (an agent stopped mid-request) is not an error of the emulator;
-        anything else is printed as socketserver does."""
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: LoopbackHTTPServer[ImdsEmulator]
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
     server_version = "EC2ws"
@@ -472,11 +424,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         """The Date header, like the real service's, moved by the emulator's ``clock_offset``."""
-        moment = time.time() + self.server.emulator.clock_offset if timestamp is None else timestamp
+        moment = time.time() + self.server.owner.clock_offset if timestamp is None else timestamp
         return super().date_time_string(moment)
 
     def _handle(self) -> None:
-        emulator = self.server.emulator
+        emulator = self.server.owner
         path = urlsplit(self.path).path
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
