@@ -4,6 +4,7 @@ plain lines otherwise. Logs and progress go to stderr and never mix with results
 from __future__ import annotations
 
 import argparse
+import io
 import json as jsonlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -119,3 +120,34 @@ class Output:
                     self.stderr.write(f"{step}: {message}\n")
                     self.stderr.flush()
             yield update
+
+
+class Relay(Output):
+    """The Output of a command run inside another (`spawn sandbox` and `spawn selftest` run
+    launch): results are kept in ``results``, warnings and information lines go to the caller's
+    ``on_warning`` and ``on_info`` (default: ``on_warning``), progress steps to ``on_step``, and
+    errors are left to the caller, which reports them itself. Nothing is written anywhere."""
+
+    def __init__(self, *, on_warning: Callable[[str], None], on_info: Callable[[str], None] | None = None,
+                 on_step: Callable[[str, str], None] | None = None) -> None:
+        super().__init__(json=True, stdout=io.StringIO(), stderr=io.StringIO())
+        self._on_warning = on_warning
+        self._on_info = on_info or on_warning
+        self._on_step = on_step or (lambda _step, _message: None)
+        self.results: list[dict[str, Any]] = []
+
+    def result(self, data: dict[str, Any], human: Callable[[TextIO], None] | None = None) -> None:
+        self.results.append(data)
+
+    def warn(self, message: str) -> None:
+        self._on_warning(message)
+
+    def info(self, message: str) -> None:
+        self._on_info(message)
+
+    def error(self, exc: SpawnError) -> None:
+        """The caller reports the error."""
+
+    @contextmanager
+    def progress(self, steps: Sequence[str]) -> Iterator[Callable[[str, str], None]]:
+        yield self._on_step

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from controller.output import Output
+from controller.output import Relay
 from spored.contract import format_duration
 from spored.errors import SpawnError
 
@@ -61,32 +59,6 @@ def launch_argv(*, instance_type: str, ttl: timedelta | None, idle_timeout: time
     return argv
 
 
-class _LaunchOutput(Output):
-    """An Output for the launch command that reports to the sandbox instead of the terminal."""
-
-    def __init__(self, on_step: Callable[[str, str], None], on_warning: Callable[[str], None]) -> None:
-        super().__init__(json=True, stdout=io.StringIO(), stderr=io.StringIO())
-        self._on_step = on_step
-        self._on_warning = on_warning
-        self.results: list[Any] = []
-
-    def result(self, data: Any, human: Callable[..., None] | None = None) -> None:
-        self.results.append(data)
-
-    def warn(self, message: str) -> None:
-        self._on_warning(message)
-
-    def info(self, message: str) -> None:
-        self._on_warning(message)
-
-    def error(self, exc: SpawnError) -> None:  # the sandbox reports the error itself
-        pass
-
-    @contextmanager
-    def progress(self, steps: Any) -> Iterator[Callable[[str, str], None]]:
-        yield self._on_step
-
-
 def run_launch(argv: list[str], sandbox_args: argparse.Namespace,
                on_step: Callable[[str, str], None], on_warning: Callable[[str], None]) -> dict[str, Any]:
     """Parse ``argv`` with the real `spawn` parser, add the sandbox's IAM flags, run launch."""
@@ -97,12 +69,11 @@ def run_launch(argv: list[str], sandbox_args: argparse.Namespace,
     for dest in _IAM_DESTS:
         if hasattr(sandbox_args, dest):
             setattr(args, dest, getattr(sandbox_args, dest))
-    out = _LaunchOutput(on_step, on_warning)
+    out = Relay(on_warning=on_warning, on_step=on_step)
     code = int(args.func(args, out))
-    if code != 0 or not out.results or not isinstance(out.results[-1], dict):
+    if code != 0 or not out.results:
         raise SpawnError(f"spawn launch ended with exit code {code} and no result")
-    result: dict[str, Any] = out.results[-1]
-    return result
+    return out.results[-1]
 
 
 @dataclass(frozen=True)

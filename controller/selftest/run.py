@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import io
 import os
 import re
 import secrets
@@ -38,7 +37,7 @@ from urllib.parse import urlparse
 
 from controller import aws
 from controller.launch import execute, launch_flags, pricing
-from controller.output import Output
+from controller.output import Output, Relay
 from controller.selftest import proof
 from controller.selftest.stages import (
     DEFAULT_TTL,
@@ -153,20 +152,6 @@ def _parse_launch(argv: list[str], args: argparse.Namespace) -> argparse.Namespa
         if hasattr(args, dest) and getattr(args, dest):
             setattr(launch_args, dest, getattr(args, dest))
     return launch_args
-
-
-class _Quiet(Output):
-    """Launch's warnings and info go to the selftest's stderr; its result stays with selftest."""
-
-    def __init__(self, parent: Output) -> None:
-        super().__init__(json=True, stdout=io.StringIO(), stderr=parent.stderr)
-        self.parent = parent
-
-    def warn(self, message: str) -> None:
-        self.parent.warn(message)
-
-    def info(self, message: str) -> None:
-        self.parent.info(message)
 
 
 class Clock:
@@ -325,7 +310,7 @@ class Run:
             bundle = local_bundle.build(work / "bundle")
         launch_args = _parse_launch(launch_argv(self.opts, user_data, bundle), self.args)
         lf = launch_flags.validate(launch_args)
-        quiet = _Quiet(self.out)
+        quiet = Relay(on_warning=self.out.warn, on_info=self.out.info)
 
         def on_launch_step(step: str, message: str) -> None:
             # Launch lints the composed role during its validation step: that part is the role's.
@@ -408,6 +393,7 @@ class Run:
         """The local cloud: the sandbox's agent and an IMDS emulator stand in for EC2's boot."""
         from controller.sandbox import agent as sandbox_agent
         from controller.sandbox import launcher
+        from controller.sandbox.cloud import agent_environment
         from controller.sandbox.imds_emulator import ImdsEmulator
 
         endpoint = os.environ["AWS_ENDPOINT_URL"]
@@ -419,14 +405,7 @@ class Run:
         cfg = sandbox_agent.sandbox_config(stored.config_toml, dirs, imds_url=emulator.url,
                                            ec2_endpoint=endpoint, wall=False)
         sandbox_agent.write_config(cfg, dirs)
-        from controller.sandbox.cloud import scrubbed
-
-        env = scrubbed(os.environ)
-        env.update({"AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_SERVICE_ENDPOINT": emulator.url,
-                    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv4", "AWS_METADATA_SERVICE_TIMEOUT": "5",
-                    "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3", "AWS_REGION": region,
-                    "AWS_DEFAULT_REGION": region, "AWS_CONFIG_FILE": os.devnull,
-                    "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+        env = agent_environment(endpoint, emulator.url, region)
         agent = sandbox_agent.AgentProcess(dirs, env)
         agent.start()
         self.local.callback(agent.stop)
@@ -627,21 +606,18 @@ def dry_run(opts: Options, args: argparse.Namespace, out: Output, budget: Budget
 
             bundle = local_bundle.build(work / "bundle")
         launch_args = _parse_launch([*launch_argv(opts, user_data, bundle), "--dry-run"], args)
-        captured = _Quiet(out)
+        captured = Relay(on_warning=out.warn, on_info=out.info)
         execute.run(launch_args, captured)
-        stdout = captured.stdout
-        assert isinstance(stdout, io.StringIO)  # noqa: S101 - _Quiet's own buffer
-        import json
-
-        launch_plan = json.loads(stdout.getvalue().strip().splitlines()[-1])
-    plan = {"dry_run": True, "budget": budget.to_dict(),
-            "launch": ["spawn", *launch_argv(opts, Path("<proof user-data>"))],
-            "peer": "one more instance of the same type, tagged spawn:managed=true, no agent and no role, "
-                    "ending itself after 10 minutes",
-            "stages": [{"name": s.name, "title": s.title} for s in STAGES],
-            "cleanup": "instances, security group, key pair and uploaded bundle created by this run; "
-                       + ("the role is kept (--keep-role)" if opts.keep_role else "the role and profile too"),
-            "launch_plan": launch_plan}
+        launch_plan = captured.results[-1]
+    plan: dict[str, Any] = {
+        "dry_run": True, "budget": budget.to_dict(),
+        "launch": ["spawn", *launch_argv(opts, Path("<proof user-data>"))],
+        "peer": "one more instance of the same type, tagged spawn:managed=true, no agent and no role, "
+                "ending itself after 10 minutes",
+        "stages": [{"name": s.name, "title": s.title} for s in STAGES],
+        "cleanup": "instances, security group, key pair and uploaded bundle created by this run; "
+                   + ("the role is kept (--keep-role)" if opts.keep_role else "the role and profile too"),
+        "launch_plan": launch_plan}
 
     def human(stream: Any) -> None:
         stream.write("DRY RUN: nothing was created.\n" + budget.text() + "\n")
