@@ -9,7 +9,6 @@ only AWS can give are reported ``not-decided-here`` with the reason, never ``pas
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TextIO
@@ -189,8 +188,3 @@ def render(report: dict[str, Any], stream: TextIO) -> None:
                   "FAILED: see the stages above\n") if not report["interrupted"] else
                  "INTERRUPTED: everything selftest created was cleaned up (see above)\n")
 
-
-def legend(results: Sequence[dict[str, Any]]) -> str:
-    """A one-line legend for the verdict marks that appear in ``results``."""
-    used = {Verdict(r["verdict"]) for r in results}
-    return ", ".join(f"{_MARKS[v]} {v.value}" for v in Verdict if v in used)
