@@ -33,14 +33,6 @@ REGION = "us-east-1"
 pytestmark = pytest.mark.xdist_group("test_doctor")
 
 
-@pytest.fixture(scope="module")
-def cloud(moto_server: MotoServer) -> Iterator[MotoServer]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", moto_server.url)
-        moto_server.reset()
-        yield moto_server
-
-
 @pytest.fixture
 def aws(cloud: MotoServer) -> Iterator[MotoServer]:
     controller_aws.session.cache_clear()

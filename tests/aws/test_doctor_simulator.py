@@ -33,14 +33,6 @@ REGION = "us-east-1"
 pytestmark = pytest.mark.xdist_group("test_doctor_simulator")
 
 
-@pytest.fixture(scope="module")
-def cloud(moto_server: MotoServer) -> Iterator[MotoServer]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", moto_server.url)
-        moto_server.reset()
-        yield moto_server
-
-
 
 def _documents(principal_arn: str) -> list[dict[str, Any]]:
     """The managed policies moto has attached to the user or role (read as the test's admin)."""

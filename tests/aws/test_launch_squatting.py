@@ -9,7 +9,6 @@ import base64
 import email
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +35,6 @@ def ed25519_public_key() -> str:
     raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                                  serialization.PublicFormat.OpenSSH)
     return raw.decode()
-
-
-@pytest.fixture(scope="module")
-def cloud(moto_server: MotoServer) -> Iterator[MotoServer]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", moto_server.url)
-        moto_server.reset()
-        yield moto_server
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ terminate, config, connect - through the API and tags only, and only on managed 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,15 +19,6 @@ from tests.conftest import MotoServer
 pytestmark = pytest.mark.xdist_group("test_lifecycle_commands")
 
 EAST, WEST = "us-east-1", "eu-west-1"
-
-
-@pytest.fixture(scope="module")
-def cloud(moto_server: MotoServer) -> Iterator[MotoServer]:
-    """One moto state for the module (a reset re-initializes moto's region data: seconds)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", moto_server.url)
-        moto_server.reset()
-        yield moto_server
 
 
 @pytest.fixture(autouse=True)
