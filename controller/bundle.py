@@ -174,12 +174,10 @@ def bundle_inputs() -> dict[str, Path]:
     return files
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in chunks."""
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def cache_key(*, version: str, pins: Sequence[tuple[str, str]], epoch: int) -> str:
@@ -189,7 +187,7 @@ def cache_key(*, version: str, pins: Sequence[tuple[str, str]], epoch: int) -> s
         "pythons": PYTHON_VERSIONS, "pins": sorted(pins),
     }, sort_keys=True).encode())
     for name, path in sorted({**agent_files(), **bundle_inputs()}.items()):
-        digest.update(name.encode() + b"\0" + bytes.fromhex(_sha256(path)))
+        digest.update(name.encode() + b"\0" + bytes.fromhex(sha256_file(path)))
     return digest.hexdigest()[:20]
 
 
@@ -375,7 +373,7 @@ def build_bundle(out_dir: Path, *, progress: Progress = _quiet, wheel_dir: Path 
             "name": "spored-bundle", "version": version, "platform": "any",
             "requires_python": REQUIRES_PYTHON, "python_versions": list(PYTHON_VERSIONS),
             "locked": [f"{n}=={v}" for n, v in sorted(pins, key=lambda p: canonical_name(p[0]))],
-            "files": {n: _sha256(p) for n, p in sorted(files.items())},
+            "files": {n: sha256_file(p) for n, p in sorted(files.items())},
         }
         manifest_path = Path(tmp) / "bundle.json"
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -384,7 +382,7 @@ def build_bundle(out_dir: Path, *, progress: Progress = _quiet, wheel_dir: Path 
         target = out_dir / f"{top}.tar.gz"
         progress(f"writing {target}")
         write_tarball(files, target, top=top, epoch=epoch, executables=frozenset({"install.sh"}))
-    digest = _sha256(target)
+    digest = sha256_file(target)
     (out_dir / f"{target.name}.sha256").write_text(f"{digest}  {target.name}\n")
     return Bundle(path=target, sha256=digest, version=version, size=target.stat().st_size, built=True,
                   contents=tuple(sorted(files)))
@@ -415,7 +413,7 @@ def cached_bundle(cache_dir: Path | None = None) -> Bundle | None:
     sums = slot / f"{target.name}.sha256"
     if not (target.is_file() and sums.is_file()):
         return None
-    digest = _sha256(target)
+    digest = sha256_file(target)
     if sums.read_text().split()[:1] != [digest]:
         return None  # damaged: rebuilt
     return Bundle(path=target, sha256=digest, version=spored.__version__, size=target.stat().st_size,

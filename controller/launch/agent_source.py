@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.bundle import sha256_file
 from spored.errors import AwsError, ValidationError, aws_error_code, from_aws
 
 PRESIGN_EXPIRY_SECONDS = 2 * 3600
@@ -45,14 +46,6 @@ class Uploaded:
     key: str
     object_created: bool
     bucket_created: bool
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_url(url: str) -> str:

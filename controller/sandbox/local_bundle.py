@@ -11,7 +11,6 @@ renders a pre-signed URL plus that sha256 into the user-data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -37,13 +36,12 @@ def _files() -> dict[str, Path]:
 
 def build(out_dir: Path) -> Path:
     """Write ``out_dir/spored-sandbox-bundle-<version>.tar.gz`` (deterministic) and return it."""
-    from controller.bundle import write_tarball
+    from controller.bundle import sha256_file, write_tarball
 
     files = _files()
     manifest = {
         "name": "spored-sandbox-bundle", "kind": KIND, "version": __version__, "note": NOTE,
-        "files": {name: hashlib.sha256(path.read_bytes()).hexdigest()
-                  for name, path in sorted(files.items())},
+        "files": {name: sha256_file(path) for name, path in sorted(files.items())},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     top = f"spored-sandbox-bundle-{__version__}"
