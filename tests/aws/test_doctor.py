@@ -24,6 +24,7 @@ from controller.cli import main
 from controller.iam.cli_policy import policy
 from controller.launch import keys
 from spored.errors import ExitStatus
+from tests.aws.iam_users import become, iam_user
 from tests.conftest import MotoServer
 
 REGION = "us-east-1"
@@ -154,15 +155,6 @@ def test_no_default_vpc_fails_with_the_fix(capsys: pytest.CaptureFixture[str]) -
     assert "ec2:CreateSecurityGroup" in by_name(json.loads(out))["permissions"]["detail"]
 
 
-def _user(document: dict[str, Any], name: str) -> dict[str, str]:
-    iam = boto3.client("iam")
-    iam.create_user(UserName=name)
-    arn = iam.create_policy(PolicyName=f"{name}-policy", PolicyDocument=json.dumps(document))["Policy"]["Arn"]
-    iam.attach_user_policy(UserName=name, PolicyArn=arn)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
-
-
 # AWS authorizes HeadBucket as s3:ListBucket (S3 API Reference, HeadBucket: "you must have
 # permissions to perform the s3:ListBucket action"); moto checks a made-up s3:HeadBucket instead.
 MOTO_HEAD_BUCKET = {"Sid": "MotoHeadBucket", "Effect": "Allow", "Action": ["s3:HeadBucket"],
@@ -180,19 +172,11 @@ def _for_moto(document: dict[str, Any], *without: str) -> dict[str, Any]:
     return out
 
 
-def _become(monkeypatch: pytest.MonkeyPatch, aws: MotoServer, keys_: dict[str, str]) -> None:
-    for k, v in keys_.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    controller_aws.session.cache_clear()
-    aws.enforce_iam(True)
-
-
 @pytest.mark.usefixtures("home")
 def test_denied_permissions_fail_by_dry_run(aws: MotoServer, capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    creds = _user(_for_moto(policy("minimal"), "ec2:RunInstances", "s3:ListBucket"), "no-run")
-    _become(monkeypatch, aws, creds)
+    creds = iam_user(_for_moto(policy("minimal"), "ec2:RunInstances", "s3:ListBucket"), "no-run")
+    become(monkeypatch, creds, enforcing=aws)
     code, out, _ = doctor(capsys, "--region", REGION, "--json")
     checks = by_name(json.loads(out))
     assert code == ExitStatus.PREFLIGHT
@@ -210,7 +194,7 @@ def test_denied_permissions_fail_by_dry_run(aws: MotoServer, capsys: pytest.Capt
 @pytest.mark.usefixtures("home")
 def test_the_minimal_policy_is_enough_for_doctor_itself(
         aws: MotoServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    _become(monkeypatch, aws, _user(_for_moto(policy("minimal")), "minimal-user"))
+    become(monkeypatch, iam_user(_for_moto(policy("minimal")), "minimal-user"), enforcing=aws)
     code, out, _ = doctor(capsys, "--region", REGION, "--json", "--ssh-from", "203.0.113.7/32")
     checks = by_name(json.loads(out))
     assert code == ExitStatus.OK, checks

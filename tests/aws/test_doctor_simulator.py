@@ -24,6 +24,7 @@ from controller.iam.cli_policy import policy
 from controller.iam.document import statement_covers, statements
 from spored.errors import ExitStatus
 from tests import iam_evaluator
+from tests.aws.iam_users import become, iam_user
 from tests.conftest import MotoServer
 
 REGION = "us-east-1"
@@ -112,15 +113,7 @@ def simulator(cloud: MotoServer) -> Iterator[LocalSimulator]:
 
 def _as_user(monkeypatch: pytest.MonkeyPatch, name: str, document: dict[str, Any],
              simulator: LocalSimulator) -> None:
-    iam = boto3.client("iam")
-    iam.create_user(UserName=name)
-    arn = iam.create_policy(PolicyName=f"{name}-p", PolicyDocument=json.dumps(document))["Policy"]["Arn"]
-    iam.attach_user_policy(UserName=name, PolicyArn=arn)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    controller_aws.session.cache_clear()
+    become(monkeypatch, iam_user(document, name))
     simulator.install()
 
 

@@ -7,11 +7,9 @@ this proves "the printed policy grants every action spawn's IAM paths call", not
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
-from controller import aws as controller_aws
 from controller import permissions
 from controller.cli import main
 from controller.iam import plan, provision, rollback
@@ -19,26 +17,8 @@ from controller.iam.cli_policy import SEED_MINIMAL, policy
 from controller.iam.compose import IamRequest
 from controller.iam.templates import parse_list
 from spored.errors import ExitStatus, PermissionDenied
+from tests.aws.iam_users import become, iam_user
 from tests.conftest import MotoServer
-
-
-def _user_with_policy(document: dict[str, Any], name: str) -> dict[str, str]:
-    iam = controller_aws.client("iam")
-    iam.create_user(UserName=name)
-    arn = iam.create_policy(PolicyName=f"{name}-policy",
-                            PolicyDocument=json.dumps(document))["Policy"]["Arn"]
-    iam.attach_user_policy(UserName=name, PolicyArn=arn)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
-
-
-def _become(monkeypatch: pytest.MonkeyPatch, aws: MotoServer, keys: dict[str, str]) -> None:
-    aws.enforce_iam(True)
-    for k, v in keys.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    controller_aws.session.cache_clear()
 
 
 def _iam_paths() -> None:
@@ -58,9 +38,9 @@ def test_minimal_policy_is_sufficient_with_enforcement_on(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["iam", "cli-policy", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    keys = _user_with_policy(printed, "spawner")
+    keys = iam_user(printed, "spawner")
     recorded.clear()
-    _become(monkeypatch, aws, keys)
+    become(monkeypatch, keys, enforcing=aws)
     _iam_paths()
     out = capsys.readouterr().out.strip().splitlines()
     cleanup = json.loads(out[-1])
@@ -75,9 +55,9 @@ def test_minimal_policy_is_sufficient_with_enforcement_on(
 
 def test_full_policy_is_sufficient_too(aws: MotoServer, monkeypatch: pytest.MonkeyPatch,
                                       recorded: list[tuple[str, str]]) -> None:
-    keys = _user_with_policy(policy("full"), "spawner-full")
+    keys = iam_user(policy("full"), "spawner-full")
     recorded.clear()
-    _become(monkeypatch, aws, keys)
+    become(monkeypatch, keys, enforcing=aws)
     _iam_paths()
     assert permissions.check_calls(recorded, policy("full")) == []
 
@@ -93,8 +73,8 @@ def test_scoped_policy_grants_every_action_the_iam_paths_call(
 
 def test_the_seeds_minimal_policy_alone_is_not_enough(
         aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    keys = _user_with_policy(SEED_MINIMAL, "seed-user")
-    _become(monkeypatch, aws, keys)
+    keys = iam_user(SEED_MINIMAL, "seed-user")
+    become(monkeypatch, keys, enforcing=aws)
     with pytest.raises(PermissionDenied) as err:
         provision(plan(IamRequest()))
     assert "GetRole" in err.value.message  # the first call spawn needs that the seed lacks

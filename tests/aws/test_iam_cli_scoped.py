@@ -30,6 +30,7 @@ from controller.iam.boundary import boundary_arn, boundary_document
 from controller.iam.cli_policy import scoped_policy
 from controller.iam.document import compact_size
 from controller.iam.setup import MAX_POLICY_VERSIONS
+from tests.aws.iam_users import become, iam_user
 from tests.conftest import MotoServer
 
 REGION = "us-east-1"
@@ -55,24 +56,6 @@ def moto_view(policy: dict[str, Any]) -> dict[str, Any]:
         actions = [stmt["Action"]] if isinstance(stmt["Action"], str) else stmt["Action"]
         stmt["Action"] = actions + [MOTO_S3_NAMES[a] for a in actions if a in MOTO_S3_NAMES]
     return out
-
-
-def _user(document: dict[str, Any], name: str) -> dict[str, str]:
-    iam = controller_aws.client("iam")
-    iam.create_user(UserName=name)
-    arn = iam.create_policy(PolicyName=f"{name}-policy",
-                            PolicyDocument=json.dumps(document))["Policy"]["Arn"]
-    iam.attach_user_policy(UserName=name, PolicyArn=arn)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
-
-
-def _become(monkeypatch: pytest.MonkeyPatch, aws: MotoServer, keys: dict[str, str]) -> None:
-    aws.enforce_iam(True)
-    for k, v in keys.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    controller_aws.session.cache_clear()
 
 
 def spawn(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
@@ -156,8 +139,8 @@ def test_setup_deletes_the_oldest_version_when_five_exist(capsys: pytest.Capture
 
 def test_setup_without_admin_rights_exits_3(aws: MotoServer, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    keys = _user(moto_view(scoped_policy()), "not-an-admin")
-    _become(monkeypatch, aws, keys)
+    keys = iam_user(moto_view(scoped_policy()), "not-an-admin")
+    become(monkeypatch, keys, enforcing=aws)
     code, _out, err = spawn(capsys, "iam", "setup")
     assert code == 3
     assert "iam:CreatePolicy" in err or "CreatePolicy" in err
@@ -166,8 +149,8 @@ def test_setup_without_admin_rights_exits_3(aws: MotoServer, monkeypatch: pytest
 def test_moto_cannot_see_resource_scoping(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Why ``moto_view`` exists: the real scoped policy, whose EC2 statements name instance ARNs,
     is refused by moto for every managed-instance call (moto compares against "*")."""
-    keys = _user(scoped_policy(), "raw-scoped")
-    _become(monkeypatch, aws, keys)
+    keys = iam_user(scoped_policy(), "raw-scoped")
+    become(monkeypatch, keys, enforcing=aws)
     ec2 = controller_aws.client("ec2", REGION)
     ec2.describe_instances()  # Resource "*": moto applies it
     with pytest.raises(Exception) as err:
@@ -178,9 +161,9 @@ def test_moto_cannot_see_resource_scoping(aws: MotoServer, monkeypatch: pytest.M
 @pytest.fixture
 def become_scoped(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Switch to a new user holding only the scoped policy (as moto sees it), enforcement on."""
-    def become() -> None:
-        _become(monkeypatch, aws, _user(moto_view(scoped_policy()), "spawner-scoped"))
-    return become
+    def switch() -> None:
+        become(monkeypatch, iam_user(moto_view(scoped_policy()), "spawner-scoped"), enforcing=aws)
+    return switch
 
 
 @pytest.mark.usefixtures("home")
@@ -258,7 +241,7 @@ def test_without_setup_a_refused_create_role_says_what_to_do(
     no_create = copy.deepcopy(policy("minimal"))
     for stmt in no_create["Statement"]:
         stmt["Action"] = [a for a in stmt["Action"] if a != "iam:CreateRole"]
-    _become(monkeypatch, aws, _user(no_create, "no-create-role"))
+    become(monkeypatch, iam_user(no_create, "no-create-role"), enforcing=aws)
     with pytest.raises(PermissionDenied) as err:
         provision(plan(IamRequest()))
     assert "spawn iam setup" in (err.value.hint or "")

@@ -7,10 +7,8 @@ cannot drift apart. A command the parser has but neither table covers fails the 
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -43,18 +41,10 @@ def documented() -> dict[str, set[str]]:
 
 
 @pytest.fixture
-def world(aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
+def world(aws: MotoServer, home: Path, bundle: Path, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    (home / ".ssh").mkdir()
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv("SPAWN_AGENT_BUNDLE", raising=False)
-    bundle = tmp_path / "spored-bundle-0.0.test.tar.gz"
-    with tarfile.open(bundle, "w:gz") as tar:
-        data = b"#!/bin/sh\necho installing\n"
-        info = tarfile.TarInfo("spored-bundle-0.0.test/install.sh")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
     policy = tmp_path / "policy.json"
     policy.write_text(POLICY)
     # the defaults file gives the bundle to launches that name none (spawn selftest)
