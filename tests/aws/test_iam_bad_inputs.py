@@ -28,31 +28,19 @@ GOOD_STATEMENT = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:
 
 
 @pytest.fixture(scope="module")
-def clean_server(moto_server: MotoServer) -> Iterator[MotoServer]:
-    """One reset for the module (a reset makes moto reload AWS's managed policies, seconds)."""
-    moto_server.reset()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", moto_server.url)
-        controller_aws.session.cache_clear()
-        yield moto_server
+def clean_server(cloud: MotoServer) -> Iterator[MotoServer]:
+    """One reset for the module (conftest's ``cloud``), and a controller session made for it."""
+    controller_aws.session.cache_clear()
+    yield cloud
     controller_aws.session.cache_clear()
 
 
 @pytest.fixture
-def untouched(clean_server: MotoServer) -> Iterator[MotoServer]:
+def untouched(clean_server: MotoServer, recorded: list[tuple[str, str]]) -> Iterator[MotoServer]:
     """The test makes no AWS call at all, and afterwards no role, profile, policy or instance
     exists in the moto server."""
-    calls: list[tuple[str, str]] = []
-
-    def hook(service: str, operation: str) -> None:
-        calls.append((service, operation))
-
-    controller_aws.CALL_HOOKS.append(hook)
-    try:
-        yield clean_server
-    finally:
-        controller_aws.CALL_HOOKS.remove(hook)
-    assert calls == []
+    yield clean_server
+    assert recorded == []
     iam = controller_aws.client("iam")
     assert iam.list_roles()["Roles"] == []
     assert iam.list_instance_profiles()["InstanceProfiles"] == []
