@@ -71,3 +71,12 @@ def test_the_scan_sees_an_exit_number(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("EXIT_NOT_RECORDED = 75\nEXIT_OK = ExitStatus.OK\n")
     assert [hit.split(" ", 1)[1] for hit in _int_exit_constants(module)] == ["EXIT_NOT_RECORDED"]
+
+
+def test_the_unit_stops_restarting_on_exactly_the_configuration_code() -> None:
+    """systemd/spored.service names the agent's codes by number: it must agree with AgentExit
+    (a configuration error is not retried; the repeated-failure exit is)."""
+    unit = (ROOT / "systemd" / "spored.service").read_text(encoding="utf-8")
+    prevent = re.findall(r"^RestartPreventExitStatus=(.*)$", unit, flags=re.MULTILINE)
+    assert [int(code) for line in prevent for code in line.split()] == [AgentExit.CONFIG]
+    assert re.search(r"^Restart=on-failure$", unit, flags=re.MULTILINE)  # so TEMPFAIL restarts
