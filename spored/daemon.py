@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import signal
 import sys
 import threading
@@ -35,7 +34,6 @@ import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from spored import __version__, actions, failsafe, logs
@@ -49,7 +47,7 @@ from spored.contract import Action, format_timestamp, is_managed
 from spored.decide import Decision, Observations, Verb, decide, summary
 from spored.ec2 import Ec2CallError
 from spored.errors import ConfigError
-from spored.events import EventQueue
+from spored.events import EventQueue, SignalRelay
 from spored.exit_codes import AgentExit
 from spored.imds_client import ImdsClient
 from spored.imds_errors import ImdsError
@@ -57,6 +55,7 @@ from spored.notices import NoticeWatch
 from spored.observe import Unknown
 from spored.probes import (
     Counters,
+    NvidiaSmi,
     Signals,
     read_boot_id,
     read_counters,
@@ -78,8 +77,10 @@ MAX_SAME_FAILURES = 5
 STATUS_FILE = "status.json"
 # Build the EC2 client (boto3, credentials) this long before a planned action, not at it.
 WARM_BEFORE = timedelta(seconds=90)
-# The wall clock is compared with the monotonic clock this often (spored.clock).
-CLOCK_CHECK = timedelta(seconds=2)
+# The wall clock is compared with the agent's time (spored.clock) every tick, at most this long
+# apart. In between, the agent's time runs on the monotonic clock: a step changes nothing until
+# it is seen. Each check wakes the process; every 2 s was a quarter of an idle agent's cost.
+CLOCK_CHECK_MAX = timedelta(seconds=10)
 # A failed action is retried this often.
 ACT_RETRY = timedelta(seconds=20)
 # An action deferred because its fresh metadata read failed (a hiccup) is tried again this soon,
@@ -109,6 +110,7 @@ class Agent:
         self.signals = Signals(nothing, nothing, nothing, nothing, None)
         self.uptime: float | Unknown = Unknown("not read yet")
         self._counters: Counters | None = None
+        self._nvidia_smi = NvidiaSmi()
         self.decision: Decision | None = None
         self.last_error: str | None = self.store.problem
         self._events = EventQueue()
@@ -166,9 +168,11 @@ class Agent:
             self._events.put("notice")
 
     def sample(self) -> None:
-        counters = read_counters(self.proc_root, time.monotonic())
+        monotonic = time.monotonic()
+        counters = read_counters(self.proc_root, monotonic)
+        nvidia_smi = self._nvidia_smi.path(monotonic)
         self.signals = signals_between(self._counters, counters, sessions=read_sessions(self.proc_root),
-                                       gpu=read_gpu())
+                                       gpu=read_gpu(nvidia_smi) if nvidia_smi else None)
         self._counters = counters
         self.uptime = read_uptime(self.proc_root)
         if not self.read_only:
@@ -426,19 +430,19 @@ class Agent:
 
     def write_status(self) -> None:
         try:
-            write_atomic(self.runtime / STATUS_FILE, json.dumps(self.status(), indent=1) + "\n", mode=0o644,
-                         durable=False)
+            # Compact: the C encoder (an indent selects the pure-Python one, most of an idle tick's
+            # cost). `spored status --json` prints it indented.
+            write_atomic(self.runtime / STATUS_FILE, json.dumps(self.status(), separators=(",", ":")) + "\n",
+                         mode=0o644, durable=False)
         except OSError as exc:
             log.error("status.write_failed", error=exc.strerror)
 
     # ---------------------------------------------------------------- loop
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._events.put("hup" if signum == signal.SIGHUP else "term")
-
     def _start_timers(self, *, restart: bool = False) -> None:
         start = self._timers.restart if restart else self._timers.start
         start(tick=self.config.tick.total_seconds(), tags=self.source.refresh_interval(),
-              clock_check=CLOCK_CHECK.total_seconds(), notice_poll=self._poll_interval())
+              clock_check=min(self.config.tick, CLOCK_CHECK_MAX).total_seconds(),
+              notice_poll=self._poll_interval())
 
     def reload(self) -> None:
         try:
@@ -533,9 +537,9 @@ class Agent:
             return f"degraded: {type(exc).__name__}"
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGHUP, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        relay = SignalRelay(self._events, {signal.SIGTERM: "term", signal.SIGINT: "term",
+                                           signal.SIGHUP: "hup"})
+        relay.install()
         ready = self._start()
         self._start_timers()
         if self.decision is not None:
@@ -544,10 +548,7 @@ class Agent:
         self.notifier.ready(ready)
         try:
             while True:
-                try:
-                    event = self._events.get(timeout=1.0)
-                except queue.Empty:
-                    continue
+                event = self._events.get()
                 try:
                     if not self.handle(event):
                         break
@@ -558,6 +559,7 @@ class Agent:
         finally:
             self.notifier.stopping("stopping")
             self._timers.stop()
+            relay.restore()
         log.info("agent.stop")
         return 0
 

@@ -85,7 +85,7 @@ class Ec2:
             config = Config(
                 retries=retries,
                 user_agent_extra=f"spored/{__version__}",
-                # Worst case per call ~30 s, well inside the unit's WatchdogSec=60.
+                # Worst case per call ~30 s, well inside the unit's WatchdogSec=90.
                 connect_timeout=3,
                 read_timeout=5,
             )

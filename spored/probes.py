@@ -115,6 +115,21 @@ def read_sessions(root: Path) -> int | Unknown:
         return Unknown(f"no utmp and {pts}: {exc}")
 
 
+class NvidiaSmi:
+    """Where nvidia-smi is (None: not installed), looked up again after ``ttl`` seconds: a driver
+    the workload installs after the agent started is found within minutes, and the idle tick does
+    not search $PATH every time."""
+
+    def __init__(self, ttl: float = 300.0) -> None:
+        self.ttl = ttl
+        self._found: tuple[float, str | None] | None = None
+
+    def path(self, monotonic: float) -> str | None:
+        if self._found is None or monotonic - self._found[0] >= self.ttl:
+            self._found = (monotonic, shutil.which("nvidia-smi"))
+        return self._found[1]
+
+
 def read_gpu(nvidia_smi: str | None = None, timeout: float = 5.0) -> float | Unknown | None:
     exe = nvidia_smi or shutil.which("nvidia-smi")
     if not exe:

@@ -129,6 +129,7 @@ class StateStore:
         self.boot_id = boot_id
         self.problem: str | None = None
         self._saved: str | None = None
+        self._saved_state: AgentState | None = None
 
     def load(self, *, set_aside: bool = True) -> AgentState:
         try:
@@ -152,8 +153,13 @@ class StateStore:
         return state.for_boot(self.boot_id)
 
     def save(self, state: AgentState) -> None:
-        """Write the state if it changed since the last save (the steady state writes nothing)."""
-        text = to_json(replace(state, boot_id=self.boot_id))
+        """Write the state if it changed since the last save (the steady state writes nothing and,
+        compared as a value first, does not even encode it)."""
+        state = replace(state, boot_id=self.boot_id)
+        if state == self._saved_state:
+            return
+        text = to_json(state)
         if text != self._saved:
             write_atomic(self.path, text)
             self._saved = text
+        self._saved_state = state

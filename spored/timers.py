@@ -67,11 +67,14 @@ class Timers:
     def start(self, *, tick: float, tags: float, clock_check: float, notice_poll: float | None) -> None:
         """The scheduler's jobs, the clock watch and (``notice_poll`` seconds, when not None) the
         notice poll."""
-        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.executors.debug import DebugExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
-        sched = BackgroundScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(2)},
+        # Every job only puts an event on the queue (never blocks), so it runs on the scheduler's
+        # own thread (APScheduler's DebugExecutor: "executes the target callable directly instead
+        # of deferring it to a thread") rather than waking a pool thread for it.
+        sched = BackgroundScheduler(timezone=UTC, executors={"default": DebugExecutor()},
                                     job_defaults={"coalesce": True, "max_instances": 1,
                                                   "misfire_grace_time": None})
         sched.add_job(self._events.put, "interval", args=["tick"], id="tick", seconds=tick)

@@ -53,10 +53,10 @@ def test_render_then_parse_gives_back_the_same_config(cfg: Config) -> None:
 
 
 def test_render_writes_only_what_differs_from_the_defaults() -> None:
-    text = render(Config(tick=timedelta(seconds=30), dry_run=True,
+    text = render(Config(tick=timedelta(seconds=45), dry_run=True,
                          lifecycle=Lifecycle(ttl=timedelta(hours=2))))
     body = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert body == ["dry_run = true", 'tick = "30s"', "[lifecycle]", 'ttl = "2h"',
+    assert body == ["dry_run = true", 'tick = "45s"', "[lifecycle]", 'ttl = "2h"',
                     'on_complete = "terminate"']
 
 
@@ -117,12 +117,12 @@ def _write(path: Path, text: str) -> Path:
 
 def test_drop_ins_apply_after_the_main_file_in_name_order(tmp_path: Path) -> None:
     main = _write(tmp_path / "spored.toml", 'tick = "10s"\nspot_poll = "3s"\n[lifecycle]\nttl = "1h"\n')
-    _write(tmp_path / "spored.d" / "20-later.toml", 'tick = "30s"\n')
+    _write(tmp_path / "spored.d" / "20-later.toml", 'tick = "40s"\n')
     _write(tmp_path / "spored.d" / "10-first.toml", 'tick = "20s"\ndry_run = true\n')
     _write(tmp_path / "spored.d" / "15-life.toml", '[lifecycle]\non_complete = "stop"\n')
     _write(tmp_path / "spored.d" / "99-ignored.conf", "this is not read")
     cfg = load(main)
-    assert cfg.tick == timedelta(seconds=30)  # 20-later wins over 10-first and the main file
+    assert cfg.tick == timedelta(seconds=40)  # 20-later wins over 10-first and the main file
     assert cfg.dry_run is True and cfg.spot_poll == timedelta(seconds=3)
     assert cfg.lifecycle == Lifecycle(ttl=timedelta(hours=1), on_complete=Action.STOP)
 
