@@ -3,8 +3,11 @@
     .venv/bin/python bench/agent_footprint.py [--steady 300] [--runs 5] [--agent dev|bundle|both]
         [--baseline-source DIR] [--json]
 
-1. Steady state at the default intervals (tick 10 s, spot poll 2 s on spot only, tag refresh
-   60 s / 5 min): agents side by side for ``--steady`` seconds; RSS (psutil) at the end, CPU as a
+Every agent runs through ``AgentProcess`` (controller/sandbox/agent.py, the harness the tests use),
+its runtime directory on a tmpfs (/dev/shm) as ``/run/spored`` is on an instance.
+
+1. Steady state at the default intervals (tick 30 s, spot poll 2 s on spot only, tag refresh
+   2 min / 5 min): agents side by side for ``--steady`` seconds; RSS (psutil) at the end, CPU as a
    percentage of one core over the window (after a warm-up), IMDS requests per minute (the
    emulator's request log, counted over the window) and EC2 API calls per instance-hour (the
    agent's ``aws.call`` log events in the window). The agents:
@@ -29,9 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +42,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from controller.sandbox.agent import AgentDirs, AgentProcess
 
 os.environ.update({
     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
@@ -90,42 +95,6 @@ def launch(tags: dict[str, str], *, metadata_tags: bool, spot: bool = False) -> 
     return str(resp["Instances"][0]["InstanceId"])
 
 
-@dataclass
-class RunningAgent:
-    proc: subprocess.Popen[bytes]
-    log: Path
-    runtime: Path
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == name:
-                out.append(event)
-        return out
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        status = self.runtime / "status.json"
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if status.exists() and json.loads(status.read_text()).get("instance_id"):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"agent not ready: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @dataclass(frozen=True)
 class AgentKind:
     """How to start an agent: which python, and an optional source tree in front of sys.path."""
@@ -136,24 +105,34 @@ class AgentKind:
 
 
 def start_agent(workdir: Path, moto_url: str, imds_url: str, config: str,
-                kind: AgentKind | None = None) -> RunningAgent:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "run").mkdir(exist_ok=True, mode=0o750)
-    cfg = workdir / "spored.toml"
-    cfg.write_text(config)
+                kind: AgentKind | None = None) -> AgentProcess:
+    """The agent as ``AgentProcess`` runs it (the harness the tests use), its runtime directory on
+    a tmpfs when the machine has one (/dev/shm), as ``/run/spored`` is on an instance."""
+    shm = Path("/dev/shm")
+    runtime = Path(tempfile.mkdtemp(prefix="spored-bench-run-", dir=shm)) if shm.is_dir() else None
+    dirs = AgentDirs(workdir, runtime_dir=runtime)
+    dirs.create()
+    dirs.config.write_text(config, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in CHILD_DROPS}
-    env.update({"AWS_ENDPOINT_URL": moto_url, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_url,
-                "STATE_DIRECTORY": str(workdir / "state"), "RUNTIME_DIRECTORY": str(workdir / "run")})
+    env.update({"AWS_ENDPOINT_URL": moto_url, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_url})
     kind = kind or AgentKind("dev")
     env.pop("PYTHONPATH", None)
     if kind.source:
         env["PYTHONPATH"] = kind.source
-    log = workdir / "agent.log"
-    with log.open("ab") as out:
-        # cwd: the work folder, so a checkout in the current directory is not on the agent's path
-        proc = subprocess.Popen([kind.python, "-m", "spored.cli", "--config", str(cfg), "run"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-    return RunningAgent(proc, log, workdir / "run")
+    # cwd: the work folder, so a checkout in the current directory is not on the agent's path
+    agent = AgentProcess(dirs, env, python=kind.python, cwd=workdir)
+    agent.start()
+    return agent
+
+
+def wait_ready(agent: AgentProcess, timeout: float = 60) -> None:
+    agent.wait_status(lambda status: bool(status.get("instance_id")), timeout, "the agent's identity")
+
+
+def stop(agent: AgentProcess) -> None:
+    agent.stop()
+    if agent.dirs.runtime_dir is not None:
+        shutil.rmtree(agent.dirs.runtime_dir, ignore_errors=True)
 
 
 def ts(event: dict[str, Any]) -> datetime:
@@ -176,7 +155,7 @@ def steady_state(moto_url: str, work: Path, seconds: float, warmup: float,
     from controller.sandbox.imds_emulator import ImdsEmulator
 
     results: dict[str, Any] = {}
-    agents: dict[str, tuple[RunningAgent, Any, Any]] = {}
+    agents: dict[str, tuple[AgentProcess, Any, Any]] = {}
     for kind in kinds:
         modes = [("on-demand", True, False)]
         if kind.label == "bundle":
@@ -187,9 +166,9 @@ def steady_state(moto_url: str, work: Path, seconds: float, warmup: float,
             emu = ImdsEmulator(iid, REGION, moto_url).start()
             name = f"{kind.label}/{mode}"
             agent = start_agent(work / name.replace("/", "-"), moto_url, emu.url, "wall = false\n", kind)
-            agents[name] = (agent, psutil.Process(agent.proc.pid), emu)
+            agents[name] = (agent, psutil.Process(agent.pid), emu)
     for agent, _, _ in agents.values():
-        agent.wait_ready()
+        wait_ready(agent)
     time.sleep(warmup)
     start_wall = time.monotonic()
     start_at = datetime.now(UTC)
@@ -207,7 +186,7 @@ def steady_state(moto_url: str, work: Path, seconds: float, warmup: float,
         used = (cpu1.user - cpu0[mode].user) + (cpu1.system - cpu0[mode].system)
         calls = [e for e in agent.events("aws.call") if ts(e) >= start_at]
         startup_calls = [e for e in agent.events("aws.call") if ts(e) < start_at]
-        status = json.loads((agent.runtime / "status.json").read_text())
+        status = agent.status()
         results[mode] = {
             "rss_mib": round(proc.memory_info().rss / MIB, 1),
             "rss_peak_mib": round(peak[mode] / MIB, 1),
@@ -221,7 +200,7 @@ def steady_state(moto_url: str, work: Path, seconds: float, warmup: float,
             "notice_poll": status.get("notice_poll"),
             "window_s": round(window),
         }
-        agent.stop()
+        stop(agent)
         emu.stop()
     return results
 
@@ -241,16 +220,13 @@ def latencies(moto_url: str, work: Path, runs: int) -> dict[str, Any]:
         with ImdsEmulator(iid, REGION, moto_url) as emu:
             agent = start_agent(work / f"deadline-{run}", moto_url, emu.url, "wall = false\n")
             try:
-                agent.wait_ready()
-                end = time.monotonic() + 90
-                calls: list[dict[str, Any]] = []
-                while time.monotonic() < end and not calls:
-                    calls = [e for e in agent.events("aws.call") if e["operation"] == "TerminateInstances"]
-                    time.sleep(0.5)
-                if calls:
-                    deadline_lag.append((ts(calls[0]) - deadline).total_seconds())
+                wait_ready(agent)
+                call = agent.wait_for("aws.call", 90, lambda e: e.get("operation") == "TerminateInstances")
+                deadline_lag.append((ts(call) - deadline).total_seconds())
+            except TimeoutError:
+                pass  # counted: "measured" stays below "of"
             finally:
-                agent.stop()
+                stop(agent)
         # spot notice -> hook
         iid = launch({"spawn:managed": "true", "spawn:ttl": "1d"}, metadata_tags=True, spot=True)
         hook_dir = work / f"spot-{run}"
@@ -262,7 +238,7 @@ def latencies(moto_url: str, work: Path, runs: int) -> dict[str, Any]:
         with ImdsEmulator(iid, REGION, moto_url) as emu:
             agent = start_agent(hook_dir, moto_url, emu.url, f'wall = false\npre_stop_hook = "{hook}"\n')
             try:
-                agent.wait_ready()
+                wait_ready(agent)
                 time.sleep(3)
                 armed = time.time()
                 emu.arm_spot("terminate", datetime.now(UTC) + timedelta(minutes=2))
@@ -272,7 +248,7 @@ def latencies(moto_url: str, work: Path, runs: int) -> dict[str, Any]:
                 if marker.exists():
                     hook_lag.append(float(marker.read_text()) - armed)
             finally:
-                agent.stop()
+                stop(agent)
     return {
         "runs": runs,
         "deadline_to_terminate_call_s": _stats(deadline_lag, runs),

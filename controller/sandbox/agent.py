@@ -36,10 +36,13 @@ SANDBOX_WARNINGS = (timedelta(seconds=10), timedelta(seconds=5))
 
 @dataclass(frozen=True)
 class AgentDirs:
-    """The agent's files under ``root``; ``state_dir`` puts its state elsewhere."""
+    """The agent's files under ``root``; ``state_dir`` and ``runtime_dir`` put its state or its
+    runtime files (status, warning, requests) elsewhere - on an instance ``/run/spored`` is a
+    tmpfs, and a benchmark puts them on one too."""
 
     root: Path
     state_dir: Path | None = None
+    runtime_dir: Path | None = None
 
     @property
     def config(self) -> Path:
@@ -56,7 +59,7 @@ class AgentDirs:
 
     @property
     def runtime(self) -> Path:
-        return self.root / "run"
+        return self.runtime_dir if self.runtime_dir is not None else self.root / "run"
 
     @property
     def marker(self) -> Path:
@@ -115,9 +118,10 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def spored_command(*args: str) -> list[str]:
-    """`spored ARGS...` with this installation's Python (the same code as the console script)."""
-    return [sys.executable, "-m", "spored.cli", *args]
+def spored_command(*args: str, python: str | None = None) -> list[str]:
+    """`spored ARGS...` with this installation's Python (the same code as the console script), or
+    with ``python`` (another installation of the agent, e.g. one installed from its bundle)."""
+    return [python or sys.executable, "-m", "spored.cli", *args]
 
 
 class AgentProcess:
@@ -128,8 +132,11 @@ class AgentProcess:
 
     HISTORY = 20_000
 
-    def __init__(self, dirs: AgentDirs, env: Mapping[str, str]) -> None:
+    def __init__(self, dirs: AgentDirs, env: Mapping[str, str], *, python: str | None = None,
+                 cwd: Path | None = None) -> None:
         self.dirs = dirs
+        self.python = python
+        self.cwd = cwd
         self.env = {**env, "STATE_DIRECTORY": str(dirs.state), "RUNTIME_DIRECTORY": str(dirs.runtime),
                     "PYTHONUNBUFFERED": "1"}
         self.env.pop("NOTIFY_SOCKET", None)
@@ -150,8 +157,8 @@ class AgentProcess:
 
     def start(self) -> int:
         self.proc = subprocess.Popen(
-            spored_command("--config", str(self.dirs.config), "run"),
-            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            spored_command("--config", str(self.dirs.config), "run", python=self.python),
+            env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, bufsize=1, start_new_session=True)
         assert self.proc.stdout is not None and self.proc.stderr is not None  # noqa: S101 - PIPE above
         for target, stream in ((self._read_stdout, self.proc.stdout),
