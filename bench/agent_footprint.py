@@ -125,8 +125,18 @@ def start_agent(workdir: Path, moto_url: str, imds_url: str, config: str,
     return agent
 
 
-def wait_ready(agent: AgentProcess, timeout: float = 60) -> None:
+def wait_ready(agent: AgentProcess, timeout: float = 60, *, proof: bool = False) -> None:
+    """The agent knows its instance; with ``proof``, its start-up permission proof has also run
+    (a child whose DryRun calls, and the credentials it fetches from instance metadata, belong to
+    the start, not to the steady state)."""
     agent.wait_status(lambda status: bool(status.get("instance_id")), timeout, "the agent's identity")
+    if proof:
+        agent.wait_for("permissions.checked", 180)
+
+
+def real_call(operation: str) -> Any:
+    """An ``aws.call`` event for ``operation`` that is not a DryRun (the permission proof's)."""
+    return lambda e: e.get("operation") == operation and not e.get("dry_run")
 
 
 def stop(agent: AgentProcess) -> None:
@@ -168,7 +178,7 @@ def steady_state(moto_url: str, work: Path, seconds: float, warmup: float,
             agent = start_agent(work / name.replace("/", "-"), moto_url, emu.url, "wall = false\n", kind)
             agents[name] = (agent, psutil.Process(agent.pid), emu)
     for agent, _, _ in agents.values():
-        wait_ready(agent)
+        wait_ready(agent, proof=True)
     time.sleep(warmup)
     start_wall = time.monotonic()
     start_at = datetime.now(UTC)
@@ -221,7 +231,7 @@ def latencies(moto_url: str, work: Path, runs: int) -> dict[str, Any]:
             agent = start_agent(work / f"deadline-{run}", moto_url, emu.url, "wall = false\n")
             try:
                 wait_ready(agent)
-                call = agent.wait_for("aws.call", 90, lambda e: e.get("operation") == "TerminateInstances")
+                call = agent.wait_for("aws.call", 90, real_call("TerminateInstances"))
                 deadline_lag.append((ts(call) - deadline).total_seconds())
             except TimeoutError:
                 pass  # counted: "measured" stays below "of"

@@ -77,10 +77,6 @@ MAX_SAME_FAILURES = 5
 STATUS_FILE = "status.json"
 # Build the EC2 client (boto3, credentials) this long before a planned action, not at it.
 WARM_BEFORE = timedelta(seconds=90)
-# The wall clock is compared with the agent's time (spored.clock) every tick, at most this long
-# apart. In between, the agent's time runs on the monotonic clock: a step changes nothing until
-# it is seen. Each check wakes the process; every 2 s was a quarter of an idle agent's cost.
-CLOCK_CHECK_MAX = timedelta(seconds=10)
 # A failed action is retried this often.
 ACT_RETRY = timedelta(seconds=20)
 # An action deferred because its fresh metadata read failed (a hiccup) is tried again this soon,
@@ -441,7 +437,11 @@ class Agent:
     def _start_timers(self, *, restart: bool = False) -> None:
         start = self._timers.restart if restart else self._timers.start
         start(tick=self.config.tick.total_seconds(), tags=self.source.refresh_interval(),
-              clock_check=min(self.config.tick, CLOCK_CHECK_MAX).total_seconds(),
+              # The wall clock is compared with the agent's time (spored.clock) once a tick, on
+              # the clock watch's own monotonic wait (a step cannot stall it). In between, the
+              # agent's time runs on the monotonic clock: a step changes nothing until it is seen.
+              # (Every 2 s, the check was a quarter of an idle agent's cost.)
+              clock_check=self.config.tick.total_seconds(),
               notice_poll=self._poll_interval())
 
     def reload(self) -> None:

@@ -158,8 +158,8 @@ class AgentProcess:
     def start(self) -> int:
         self.proc = subprocess.Popen(
             spored_command("--config", str(self.dirs.config), "run", python=self.python),
-            env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1, start_new_session=True)
+            env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
         assert self.proc.stdout is not None and self.proc.stderr is not None  # noqa: S101 - PIPE above
         for target, stream in ((self._read_stdout, self.proc.stdout),
                                (self._read_stderr, self.proc.stderr)):
