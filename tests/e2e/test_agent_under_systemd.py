@@ -7,13 +7,15 @@ it, run the way cloud-init runs it:
    (SIGSTOP -> watchdog) - and never terminates the instance, even past its deadline;
 2. a managed instance with a 30 s TTL: the same user-data re-run on a machine that has the agent
    (install is idempotent), kill -9 keeps the deadline, `spawn extend` moves it, and the instance
-   is terminated within 2 s of the new deadline and not at the old one.
+   is terminated at the new deadline and not at the old one.
 
 Site settings go where an administrator would put them: /etc/spored/spored.d/ (the EC2
 endpoint, which here is the moto server on the veth, and a 1 s tick) and a unit drop-in
 (WatchdogSec=5s so a hang is caught quickly).
 
-The tests run in order and share the container.
+The tests share the container and run in file order, but each stands alone: what it needs (the
+agent installed on the unmanaged instance, the managed instance, its end) comes from a
+module-scoped fixture, set up by whichever test asks first, so one test run alone (`-k`) works.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 import json
 import re
 import struct
+import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,25 @@ TTL = "20s"
 # The managed instance re-runs the install and restarts the agent before it can be extended:
 # on a loaded 2-core machine that alone can take 15 s, so it gets a little more time.
 MANAGED_TTL = "30s"
-state: dict[str, Any] = {}
+# The agent acts within 2 s of its deadline (bench/agent_footprint.py measures deadline ->
+# TerminateInstances); here, with a container and other tests on 2 cores, it is held to "never
+# early, not forgotten", and the lateness is reported.
+LATE_OK = 10.0
+ENDED = ("shutting-down", "terminated")
+
+
+@dataclass
+class Instance:
+    """One instance the container plays, as launched and installed."""
+
+    instance_id: str
+    deadline: datetime
+    credentials: dict[str, Any] = field(default_factory=dict)
+    terminal: str = ""
+
+
+def report(text: str) -> None:
+    sys.stderr.write(f"\ne2e: {text}\n")
 
 
 def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> Any:
@@ -64,14 +86,35 @@ def main_pid(cloud: Cloud) -> int:
     return int(cloud.container.show("spored.service", "MainPID")["MainPID"])
 
 
-def launch(cloud: Cloud, name: str, ttl: str = TTL) -> tuple[str, dict[str, Any]]:
+def launch(cloud: Cloud, name: str, ttl: str = TTL) -> str:
     started = time.monotonic()
     proc = cloud.spawn("launch", "--instance-type", "t3.micro", "--region", "us-east-1", "--name", name,
                        "--ttl", ttl, "--agent-bundle", cloud.bundle_path, "--no-wait", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    state[f"launch_seconds_{name}"] = time.monotonic() - started
-    return str(result["instances"][0]["instance_id"]), result
+    report(f"launch {name} {time.monotonic() - started:.1f}s")
+    return str(result["instances"][0]["instance_id"])
+
+
+def install(cloud: Cloud, instance_id: str) -> None:
+    """The instance's user-data, run as cloud-init runs it: installs (or re-installs) the agent."""
+    started = time.monotonic()
+    proc = cloud.run_user_data(instance_id)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report(f"install on {instance_id} {time.monotonic() - started:.1f}s")
+
+
+def restarts(cloud: Cloud) -> int:
+    return int(cloud.container.show("spored.service", "NRestarts")["NRestarts"])
+
+
+def evaluated_past(cloud: Cloud, moment: datetime, seconds: float) -> bool:
+    """The agent has evaluated at least ``seconds`` after ``moment``: it rewrites its status file
+    (``updated_at``: the time of its last evaluation) after every evaluation."""
+    updated = agent_status(cloud).get("updated_at")
+    if not isinstance(updated, str):
+        return False
+    return (parse_timestamp(updated) - moment).total_seconds() > seconds
 
 
 def site_settings(cloud: Cloud) -> None:
@@ -79,6 +122,41 @@ def site_settings(cloud: Cloud) -> None:
                                f'ec2_endpoint = "{cloud.moto_url}"\ntick = "1s"\ntag_refresh = "2s"\n')
     cloud.container.write_file("/etc/systemd/system/spored.service.d/50-site.conf",
                                f"[Service]\nWatchdogSec={WATCHDOG_SEC}s\n")
+
+
+@pytest.fixture(scope="module")
+def unmanaged(cloud: Cloud) -> Instance:
+    """The first instance: `spawn:managed` removed after launch, the agent installed from its
+    user-data with the site settings."""
+    instance_id = launch(cloud, "e2e-unmanaged")
+    cloud.ec2().delete_tags(Resources=[instance_id], Tags=[{"Key": TAG_MANAGED}])
+    deadline = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
+    cloud.serve_metadata_for(instance_id)
+    site_settings(cloud)
+    install(cloud, instance_id)
+    return Instance(instance_id, deadline)
+
+
+@pytest.fixture(scope="module")
+def managed(cloud: Cloud, unmanaged: Instance) -> Instance:
+    """The second instance, managed, with a 30 s TTL: the same container (it has the agent: the
+    install runs again, idempotent), with a user logged in on a terminal first."""
+    terminal = open_terminal(cloud)
+    instance_id = launch(cloud, "e2e-managed", MANAGED_TTL)
+    deadline = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
+    imds = cloud.serve_metadata_for(instance_id)
+    install(cloud, instance_id)
+    # what the emulator serves for the role while the instance runs (must never reach the logs)
+    credentials = imds.credentials(cloud.tags(instance_id)["spawn:role"])
+    return Instance(instance_id, deadline, credentials=credentials, terminal=terminal)
+
+
+@pytest.fixture(scope="module")
+def managed_ended(cloud: Cloud, managed: Instance) -> Instance:
+    """The managed instance after the agent ended it (at its deadline, or an extended one)."""
+    wait_for("the managed instance to end", lambda: cloud.instance(managed.instance_id)["State"]["Name"]
+             in ENDED, (managed.deadline - datetime.now(UTC)).total_seconds() + 60, interval=0.5)
+    return managed
 
 
 def test_the_container_runs_units_under_a_real_systemd(cloud: Cloud) -> None:
@@ -89,17 +167,10 @@ def test_the_container_runs_units_under_a_real_systemd(cloud: Cloud) -> None:
     assert cloud.container.run("cat", "/proc/1/comm").stdout.strip() == "systemd"
 
 
-def test_unmanaged_instance_installs_and_reaches_ready(cloud: Cloud) -> None:
-    instance_id, _ = launch(cloud, "e2e-unmanaged")
-    cloud.ec2().delete_tags(Resources=[instance_id], Tags=[{"Key": TAG_MANAGED}])
-    state["unmanaged"] = instance_id
-    state["unmanaged_deadline"] = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
-    imds = cloud.serve_metadata_for(instance_id)
-    site_settings(cloud)
-    started = time.monotonic()
-    proc = cloud.run_user_data(instance_id)
-    state["install_seconds"] = time.monotonic() - started
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_unmanaged_instance_installs_and_reaches_ready(cloud: Cloud, unmanaged: Instance) -> None:
+    instance_id = unmanaged.instance_id
+    imds = cloud.imds
+    assert imds is not None and imds.instance_id == instance_id
 
     props = cloud.container.show("spored.service", "ActiveState", "SubState", "Type", "NRestarts",
                                  "StatusText", "UnitFileState", "User")
@@ -133,7 +204,7 @@ def utmp_login(pid: int, user: str, line: str) -> bytes:
                        user.encode(), b"10.0.0.1", 0, 0, 0, int(now), 0, bytes(16))
 
 
-def test_other_users_sessions_are_seen_through_the_sandbox(cloud: Cloud) -> None:
+def test_other_users_sessions_are_seen_through_the_sandbox(cloud: Cloud, unmanaged: Instance) -> None:
     """ProtectProc= must leave a logged-in user's process visible, or a busy instance looks idle."""
     proc = cloud.container.run("systemd-run", "--quiet", "--unit=e2e-session", "-p", "User=nobody",
                                "/bin/sleep", "300", check=True)
@@ -152,39 +223,36 @@ def test_other_users_sessions_are_seen_through_the_sandbox(cloud: Cloud) -> None
     assert wait_for("the session to end when its process does", lambda: sessions() == 0, 10)
 
 
-def test_installed_unit_verifies_clean_in_place(cloud: Cloud) -> None:
+def test_installed_unit_verifies_clean_in_place(cloud: Cloud, unmanaged: Instance) -> None:
     proc = cloud.container.run("systemd-analyze", "verify", "/etc/systemd/system/spored.service",
                                "/etc/systemd/system/spored-poweroff.path")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
-def test_kill_9_restarts_the_agent(cloud: Cloud) -> None:
-    before = main_pid(cloud)
+def test_kill_9_restarts_the_agent(cloud: Cloud, unmanaged: Instance) -> None:
+    before, count = main_pid(cloud), restarts(cloud)
     assert before > 0
     cloud.container.run("kill", "-9", str(before), check=True)
     wait_for("a new main PID, active again", lambda: (
         (p := cloud.container.show("spored.service", "MainPID", "ActiveState", "NRestarts"))
         and p["ActiveState"] == "active" and p["MainPID"] not in ("0", str(before)) and p), 20)
-    assert cloud.container.show("spored.service", "NRestarts")["NRestarts"] == "1"
+    assert restarts(cloud) == count + 1
 
 
-def test_a_hung_agent_is_restarted_by_the_watchdog(cloud: Cloud) -> None:
-    before = main_pid(cloud)
+def test_a_hung_agent_is_restarted_by_the_watchdog(cloud: Cloud, unmanaged: Instance) -> None:
+    before, count = main_pid(cloud), restarts(cloud)
     cloud.container.run("kill", "-STOP", str(before), check=True)
     props = wait_for("the watchdog restart", lambda: (
         (p := cloud.container.show("spored.service", "MainPID", "ActiveState", "NRestarts"))
-        and p["NRestarts"] == "2" and p["ActiveState"] == "active" and p), WATCHDOG_SEC + 20)
+        and int(p["NRestarts"]) == count + 1 and p["ActiveState"] == "active" and p), WATCHDOG_SEC + 20)
     assert props["MainPID"] != str(before)
     assert "Watchdog timeout" in cloud.container.journal("-u", "spored.service", "-o", "short")
 
 
-def test_unmanaged_instance_is_never_terminated(cloud: Cloud) -> None:
-    instance_id = state["unmanaged"]
-    deadline: datetime = state["unmanaged_deadline"]
-    wait_for("3 s past the unmanaged instance's deadline",
-             lambda: datetime.now(UTC) > deadline.replace() and
-             (datetime.now(UTC) - deadline).total_seconds() > 3, 60, interval=0.5)
-    assert cloud.instance(instance_id)["State"]["Name"] == "running"
+def test_unmanaged_instance_is_never_terminated(cloud: Cloud, unmanaged: Instance) -> None:
+    wait_for("an evaluation 3 s past the unmanaged instance's deadline",
+             lambda: evaluated_past(cloud, unmanaged.deadline, 3), 60, interval=0.5)
+    assert cloud.instance(unmanaged.instance_id)["State"]["Name"] == "running"
     assert agent_status(cloud)["managed"] is False
 
 
@@ -207,23 +275,15 @@ def open_terminal(cloud: Cloud) -> str:
     return log
 
 
-def test_managed_instance_ttl_kill_and_extend(cloud: Cloud) -> None:
-    terminal = open_terminal(cloud)
-    instance_id, _ = launch(cloud, "e2e-managed", MANAGED_TTL)
-    state["managed"] = instance_id
-    original = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
-    cloud.serve_metadata_for(instance_id)
-    proc = cloud.run_user_data(instance_id)  # a second install over the first: idempotent
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_managed_instance_ttl_kill_and_extend(cloud: Cloud, unmanaged: Instance, managed: Instance) -> None:
+    instance_id, original = managed.instance_id, managed.deadline
 
     # less than a minute left: the agent warns logged-in users on their terminals (wall, group tty)
     wait_for("the warning on the user's terminal",
-             lambda: "spored:" in cloud.container.run("cat", terminal).stdout, 15)
+             lambda: "spored:" in cloud.container.run("cat", managed.terminal).stdout, 15)
     wait_for("the agent to see the managed instance", lambda: (
         (s := agent_status(cloud)).get("instance_id") == instance_id and s.get("managed") is True), 15)
     assert parse_timestamp(agent_status(cloud)["deadline"]) == original
-    assert cloud.imds is not None
-    state["credentials"] = cloud.imds.credentials(cloud.tags(instance_id)["spawn:role"])
 
     # spawn extend +10s, well before the deadline
     remaining = (original - datetime.now(UTC)).total_seconds()
@@ -247,19 +307,19 @@ def test_managed_instance_ttl_kill_and_extend(cloud: Cloud) -> None:
     wait_for("the restarted agent's status", lambda: agent_status(cloud).get("pid") not in (None, before), 10)
     assert parse_timestamp(agent_status(cloud)["deadline"]) == extended
 
-    # not terminated at the old deadline
-    wait_for("2 s past the original deadline",
-             lambda: (datetime.now(UTC) - original).total_seconds() > 2, 30, interval=0.1)
+    # not terminated at the old deadline: the agent has evaluated 2 s past it, and the instance runs
+    wait_for("an evaluation 2 s past the original deadline",
+             lambda: evaluated_past(cloud, original, 2), 30, interval=0.1)
     assert cloud.instance(instance_id)["State"]["Name"] == "running"
 
-    # terminated within 2 s of the new one
+    # terminated at the new one (never before it)
     seen = wait_for("termination", lambda: (
-        cloud.instance(instance_id)["State"]["Name"] in ("shutting-down", "terminated")
-        and datetime.now(UTC)), (extended - datetime.now(UTC)).total_seconds() + 10, interval=0.1)
+        cloud.instance(instance_id)["State"]["Name"] in ENDED
+        and datetime.now(UTC)), (extended - datetime.now(UTC)).total_seconds() + LATE_OK + 10, interval=0.1)
     lateness = (seen - extended).total_seconds()
-    state["lateness"] = lateness
-    assert -0.5 <= lateness <= 2.0, f"terminated {lateness:.2f}s after the deadline"
-    assert cloud.instance(state["unmanaged"])["State"]["Name"] == "running"
+    report(f"termination lateness {lateness:.2f}s")
+    assert -0.5 <= lateness <= LATE_OK, f"terminated {lateness:.2f}s after the deadline"
+    assert cloud.instance(unmanaged.instance_id)["State"]["Name"] == "running"
 
     # the terminate call was signed with the emulator's credentials for the instance's role
     assert cloud.imds is not None
@@ -268,7 +328,7 @@ def test_managed_instance_ttl_kill_and_extend(cloud: Cloud) -> None:
     assert (f"/latest/meta-data/iam/security-credentials/{role}", 200) in fetched, sorted(fetched)
 
 
-def test_spored_complete_works_for_the_group_and_no_one_else(cloud: Cloud) -> None:
+def test_spored_complete_works_for_the_group_and_no_one_else(cloud: Cloud, managed_ended: Instance) -> None:
     """After the managed instance ended (state is per boot, and this container plays two
     instances in one boot: a completion earlier would carry over)."""
     refused = cloud.container.run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
@@ -283,14 +343,14 @@ def test_spored_complete_works_for_the_group_and_no_one_else(cloud: Cloud) -> No
     assert "completion.marker" in cloud.container.journal("-u", "spored.service")
 
 
-def test_journal_holds_json_events_and_no_secret(cloud: Cloud) -> None:
+def test_journal_holds_json_events_and_no_secret(cloud: Cloud, managed_ended: Instance) -> None:
     text = cloud.container.journal("-u", "spored.service")
     events = spored_events(text)
     names = {e["event"] for e in events}
     assert {"agent.start", "action.done"} <= names, sorted(names)
     done = [e for e in events if e["event"] == "action.done"]
-    assert done[-1]["instance_id"] == state["managed"]
-    creds = state["credentials"]  # what the emulator served for the role while the instance ran
+    assert done[-1]["instance_id"] == managed_ended.instance_id
+    creds = managed_ended.credentials  # what the emulator served for the role while the instance ran
     for secret in (creds["SecretAccessKey"], creds["Token"]):
         assert secret not in text
     # an IMDSv2 token is 56 URL-safe characters; none may appear in the logs
@@ -327,7 +387,7 @@ def owner_mode_kind(cloud: Cloud, path: str) -> str:
     return cloud.container.run("stat", "-c", "%U %a %F", path).stdout.strip()
 
 
-def test_a_group_member_can_neither_forge_nor_block_the_power_off(cloud: Cloud) -> None:
+def test_a_group_member_can_neither_forge_nor_block_the_power_off(cloud: Cloud, unmanaged: Instance) -> None:
     """Group `spored` may create entries in /run/spored (to signal completion); the power-off
     request lives in the agent's own 0700 directory inside it, and /run/spored is sticky."""
     member = group_member(cloud)
@@ -345,11 +405,14 @@ def test_a_group_member_can_neither_forge_nor_block_the_power_off(cloud: Cloud) 
                     f"mkdir {REQUEST}", f"chmod 777 {REQUEST_DIR}"):
         assert try_as(cloud, member, attempt) != 0, attempt
     assert owner_mode_kind(cloud, REQUEST_DIR) == "spored 700 directory"
-    time.sleep(1)  # nothing may fire: give a wrongly matching path unit a moment to act
+    # Nothing may fire. A path unit that does not trigger leaves no event to wait for, so a wrongly
+    # matching one gets a moment to act (systemd acts on inotify at once; 1 s is ample).
+    time.sleep(1)
     still_up(cloud)
 
 
-def test_entries_planted_while_the_agent_was_down_neither_fire_nor_block(cloud: Cloud) -> None:
+def test_entries_planted_while_the_agent_was_down_neither_fire_nor_block(cloud: Cloud,
+                                                                         unmanaged: Instance) -> None:
     """The one window: the agent's directory missing (a fresh boot before the agent runs)."""
     member = group_member(cloud)
     cloud.container.systemctl("stop", "spored.service")
@@ -371,7 +434,7 @@ def test_entries_planted_while_the_agent_was_down_neither_fire_nor_block(cloud: 
     still_up(cloud)
 
 
-def test_the_agents_own_request_powers_the_machine_off(cloud: Cloud) -> None:
+def test_the_agents_own_request_powers_the_machine_off(cloud: Cloud, unmanaged: Instance) -> None:
     """Last: the container goes away. The request is written by the agent's own code, as user spored."""
     dump_journal(cloud)
     cloud.container.run("setpriv", "--reuid=spored", "--regid=spored", "--init-groups",
@@ -383,17 +446,4 @@ def test_the_agents_own_request_powers_the_machine_off(cloud: Cloud) -> None:
     wait_for("the container to power off", lambda: container.proc is not None and
              container.proc.poll() is not None, 30, interval=0.2)
     assert container.proc.returncode == 0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report(cloud: Cloud) -> Any:
-    started = time.monotonic()
-    yield
-    import sys
-
-    sys.stderr.write(f"\ne2e: scenario {time.monotonic() - started:.1f}s, install "
-                     f"{state.get('install_seconds', 0):.1f}s, termination lateness "
-                     f"{state.get('lateness', float('nan')):.2f}s; "
-                     + ", ".join(f"{k} {v:.1f}s" for k, v in state.items() if k.startswith("launch_"))
-                     + "\n")
 

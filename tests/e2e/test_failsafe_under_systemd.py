@@ -9,6 +9,9 @@ still powers off. One container plays the instance through three stages, in orde
 3. the agent crash-loops past its start limit: ``OnFailure=`` starts spored-failed.timer, whose
    service powers the machine off (its grace shortened to 2 s by a drop-in). The container
    really powers off; the console (nspawn's output) shows which unit did it.
+
+The stages share the container and run in file order; each stands alone (`-k`): the installed,
+healthy agent that stages 2 and 3 need is a module-scoped fixture.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from spored.contract import TAG_EXPIRES_AT, parse_timestamp
 from tests.e2e.conftest import Cloud
@@ -96,7 +101,9 @@ def test_a_failing_bundle_url_leaves_a_power_off_armed(cloud: Cloud) -> None:
     assert "agent install FAILED" in console(cloud) + proc.stdout + proc.stderr
 
 
-def test_a_healthy_agent_takes_the_failsafe_over_and_extend_moves_it(cloud: Cloud) -> None:
+@pytest.fixture(scope="module")
+def healthy_agent(cloud: Cloud) -> str:
+    """An instance whose bundle downloads: the agent installed and running; its instance id."""
     result = launch(cloud, "e2e-failsafe-agent", "10m", cloud.bundle_path)
     instance_id = str(result["instances"][0]["instance_id"])
     cloud.serve_metadata_for(instance_id)
@@ -104,6 +111,12 @@ def test_a_healthy_agent_takes_the_failsafe_over_and_extend_moves_it(cloud: Clou
                                f'ec2_endpoint = "{cloud.moto_url}"\ntick = "1s"\ntag_refresh = "2s"\n')
     proc = cloud.run_user_data(instance_id)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return instance_id
+
+
+def test_a_healthy_agent_takes_the_failsafe_over_and_extend_moves_it(cloud: Cloud,
+                                                                      healthy_agent: str) -> None:
+    instance_id = healthy_agent
     assert cloud.container.systemctl("is-active", "spored-failsafe.path").stdout.strip() == "active"
     deadline = parse_timestamp(cloud.tags(instance_id)[TAG_EXPIRES_AT])
     proc = cloud.spawn("extend", instance_id, "+20m", "--region", "us-east-1", "--json")
@@ -129,12 +142,13 @@ def test_a_healthy_agent_takes_the_failsafe_over_and_extend_moves_it(cloud: Clou
              in console(cloud), 30)
 
 
-def test_an_agent_that_fails_for_good_powers_the_machine_off(cloud: Cloud) -> None:
+def test_an_agent_that_fails_for_good_powers_the_machine_off(cloud: Cloud, healthy_agent: str) -> None:
     """Last: the container goes away. A crash loop (the real binary, refusing its arguments) with a
     start limit of 3 and a 2 s grace instead of 30 min."""
     container = cloud.container
-    far = armed_at(cloud)
-    assert far is not None and far - datetime.now(UTC) > timedelta(minutes=40)  # not what fires here
+    # the failsafe the agent keeps (deadline + 30 min; later if extended) is not what fires here
+    far = wait_for("the failsafe timer", lambda: armed_at(cloud), 30)
+    assert far - datetime.now(UTC) > timedelta(minutes=30)
     container.write_file("/etc/systemd/system/spored.service.d/60-crash.conf",
                          "[Unit]\nStartLimitBurst=3\nStartLimitIntervalSec=60\n"
                          "[Service]\nRestartSec=100ms\nExecStart=\n"
