@@ -153,9 +153,13 @@ def managed(cloud: Cloud, unmanaged: Instance) -> Instance:
 
 @pytest.fixture(scope="module")
 def managed_ended(cloud: Cloud, managed: Instance) -> Instance:
-    """The managed instance after the agent ended it (at its deadline, or an extended one)."""
+    """The managed instance after the agent ended it (at its deadline, or an extended one), and
+    said so (EC2 shows the instance ending while the agent's call is still returning)."""
     wait_for("the managed instance to end", lambda: cloud.instance(managed.instance_id)["State"]["Name"]
              in ENDED, (managed.deadline - datetime.now(UTC)).total_seconds() + 60, interval=0.5)
+    wait_for("the agent's action.done", lambda: any(
+        e["event"] == "action.done" and e.get("instance_id") == managed.instance_id
+        for e in spored_events(cloud.container.journal("-u", "spored.service"))), 30, interval=0.5)
     return managed
 
 
