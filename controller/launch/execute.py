@@ -276,8 +276,11 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None], *,
             ledger: Ledger | None = None, disposable: bool = False) -> dict[str, Any]:
     """Create everything and launch. With ``ledger`` given, the caller owns the undo steps: a
     failure leaves them in it for the caller's own cleanup instead of rolling back here.
-    ``disposable``: undoing also removes a content-addressed role and profile this run created."""
-    lf = g.flags
+    ``disposable``: undoing also removes a content-addressed role and profile this run created.
+
+    Phases, in order: agent bundle -> IAM -> SSH & network -> plan -> RunInstances -> running
+    (each write records its undo in the ledger; a failure in any of them rolls back), then the
+    agent wait, which creates nothing and so never rolls back."""
     iam = _iam()
     ec2 = aws.client("ec2", g.region)
     s3 = aws.client("s3", g.region, signature_version="s3v4")
@@ -287,101 +290,149 @@ def execute(g: Gathered, out: Output, update: Callable[[str, str], None], *,
     assert g.source is not None  # noqa: S101 - gather() resolved it
     source = g.source
     try:
-        if source.bucket:
-            update("agent bundle", f"uploading to s3://{source.bucket} (if absent)")
-            up = agent_source.upload(s3, source, g.account, g.region)
-            if up.object_created:
-                ledger.add(f"s3://{up.bucket}/{up.key}",
-                           lambda: agent_source.delete_object(s3, up, g.account))
-            if up.bucket_created:
-                ledger.created.append(f"bucket {up.bucket}")
-            ledger.kept.append(f"bucket {up.bucket} (private, reused by later launches)")
-        update("agent bundle", f"done: sha256 {source.sha256[:12]}… ({source.origin})")
-
-        update("IAM", "provisioning")
-        provisioned = iam.provision(g.iam_plan, region=g.region)
-        if provisioned.created:
-            ledger.add(f"IAM {', '.join(provisioned.created)}",
-                       lambda: iam.rollback(provisioned, reusable_too=disposable), kind="iam")
-            update("IAM", f"done: created {', '.join(provisioned.created)}")
-        else:
-            ledger.kept.append(f"IAM role {provisioned.role_name} (existing, reusable)")
-            update("IAM", f"done: reusing {provisioned.role_name}")
-
-        update("SSH & network", "key pair and security group")
-        key_name = g.key_name
-        if key_name is None and lf.ssh_public_key:
-            key_name, created = keys.import_key_pair(ec2, lf.ssh_public_key)
-            if created:
-                name = key_name
-                ledger.add(f"key pair {name}", lambda: keys.delete_key_pair(ec2, name))
-        group_ids = lf.security_groups
-        if not group_ids:
-            group_id, created = netsec.ensure_group(ec2, g.vpc_id, lf.ssh_from)
-            group_ids = (group_id,)
-            if created:
-                ledger.add(f"security group {group_id}", lambda: netsec.delete_group(ec2, group_id))
-            else:
-                ledger.kept.append(f"security group {group_id} (existing, reusable)")
-        update("SSH & network", f"done: key {key_name or 'none'}, group {', '.join(group_ids)}")
-
+        _upload_bundle(g, source, s3, ledger, update)
+        provisioned = _provision_iam(g, iam, ledger, update, disposable=disposable)
+        key_name, group_ids = _key_and_group(g, ec2, ledger, update)
         now = datetime.now(UTC)
         plan, _data = make_plan(g, key_name=key_name, group_ids=group_ids,
                                 profile_arn=provisioned.profile_arn, role_name=provisioned.role_name,
                                 now=now)
-        update("launch", f"RunInstances x{lf.count}")
-        try:
-            resp = iam.retry_on_profile_propagation(lambda: ec2.run_instances(**plan.run_instances))
-        except SpawnError:
-            raise
-        except Exception as exc:
-            error = from_aws(exc, action="launching (RunInstances)")
-            if aws_error_code(exc) == "IdempotentParameterMismatch":
-                error.hint = ("an earlier launch used this --client-token with other parameters (the "
-                              "deadline, user-data and bundle URL are computed per run); `spawn list` "
-                              "shows what it launched")
-            raise error from exc
-        ids = [str(i["InstanceId"]) for i in resp["Instances"]]
-        ledger.add(f"instances {', '.join(ids)}", lambda: _terminate_and_wait(ec2, ids), kind="instance")
-        update("launch", f"done: {', '.join(ids)}")
-
-        update("running", "waiting (instance_running waiter)")
-        try:
-            ec2.get_waiter("instance_running").wait(InstanceIds=ids, WaiterConfig=RUNNING_WAIT)
-        except Exception as exc:
-            raise from_aws(exc, action="waiting for the instances to run") from exc
-        update("running", "done")
+        ids = _run_instances(ec2, iam, plan, ledger, update, count=g.flags.count)
+        _wait_running(ec2, ids, update)
     except BaseException as exc:
         if owner:
             removed, failed = ledger.rollback()
             _report_rollback(out, removed, failed, ledger.kept, exc)
         raise
-
-    agent = "not waited for (--no-wait)"
-    confirmed: bool | None = None
-    instances = _describe(ec2, ids)
-    if not lf.no_wait:
-        update("agent ready", f"waiting up to {format_remaining(lf.wait_agent)} for {TAG_AGENT_STATUS}")
-        try:
-            _agent_waiter(ec2, lf.wait_agent.total_seconds()).wait(InstanceIds=ids)
-            agent, confirmed = "ready", True
-        except Exception as exc:
-            if type(exc).__name__ != "WaiterError":
-                raise from_aws(exc, action="waiting for the agent") from exc
-            agent, confirmed = f"not confirmed after {format_remaining(lf.wait_agent)}", False
-        instances = _describe(ec2, ids)
-        # A denial the agent reported (its tag, else the console when CreateTags is denied too).
-        for inst in instances:
-            tags = tags_of(inst)
-            console = None if TAG_AGENT_STATUS in tags else console_output(ec2, str(inst["InstanceId"]))
-            permissions = agent_permissions(tags, console)
-            if permissions is not None and permissions["verdict"] == "denied":
-                agent, confirmed = agent_health(tags, console), False
-                break
-        update("agent ready", f"done: {agent}" if confirmed else agent)
+    agent, confirmed, instances = _await_agent(g.flags, ec2, ids, update)
     result = _summary(g, plan, instances, agent, ledger, seconds=time.monotonic() - started)
     result["agent_confirmed"] = confirmed
     return result
+
+
+def _upload_bundle(g: Gathered, source: agent_source.AgentSource, s3: Any, ledger: Ledger,
+                   update: Callable[[str, str], None]) -> None:
+    """Put the agent bundle in the account's private bucket when the source names one (a URL
+    source uploads nothing). Only an object this run created is undone; the bucket is kept."""
+    if source.bucket:
+        update("agent bundle", f"uploading to s3://{source.bucket} (if absent)")
+        up = agent_source.upload(s3, source, g.account, g.region)
+        if up.object_created:
+            ledger.add(f"s3://{up.bucket}/{up.key}",
+                       lambda: agent_source.delete_object(s3, up, g.account))
+        if up.bucket_created:
+            ledger.created.append(f"bucket {up.bucket}")
+        ledger.kept.append(f"bucket {up.bucket} (private, reused by later launches)")
+    update("agent bundle", f"done: sha256 {source.sha256[:12]}… ({source.origin})")
+
+
+def _provision_iam(g: Gathered, iam: Any, ledger: Ledger, update: Callable[[str, str], None], *,
+                   disposable: bool) -> Any:
+    """Create the planned role and instance profile unless they exist; an existing
+    (content-addressed) role is reused and kept. Returns what ``iam.provision`` reports."""
+    update("IAM", "provisioning")
+    provisioned = iam.provision(g.iam_plan, region=g.region)
+    if provisioned.created:
+        ledger.add(f"IAM {', '.join(provisioned.created)}",
+                   lambda: iam.rollback(provisioned, reusable_too=disposable), kind="iam")
+        update("IAM", f"done: created {', '.join(provisioned.created)}")
+    else:
+        ledger.kept.append(f"IAM role {provisioned.role_name} (existing, reusable)")
+        update("IAM", f"done: reusing {provisioned.role_name}")
+    return provisioned
+
+
+def _key_and_group(g: Gathered, ec2: Any, ledger: Ledger,
+                   update: Callable[[str, str], None]) -> tuple[str | None, tuple[str, ...]]:
+    """Import the SSH public key (unless a pair already holds it) and ensure spawn's security
+    group (unless --security-group named groups). Returns (key name or None, group ids)."""
+    lf = g.flags
+    update("SSH & network", "key pair and security group")
+    key_name = g.key_name
+    if key_name is None and lf.ssh_public_key:
+        key_name, created = keys.import_key_pair(ec2, lf.ssh_public_key)
+        if created:
+            name = key_name
+            ledger.add(f"key pair {name}", lambda: keys.delete_key_pair(ec2, name))
+    group_ids = lf.security_groups
+    if not group_ids:
+        group_id, created = netsec.ensure_group(ec2, g.vpc_id, lf.ssh_from)
+        group_ids = (group_id,)
+        if created:
+            ledger.add(f"security group {group_id}", lambda: netsec.delete_group(ec2, group_id))
+        else:
+            ledger.kept.append(f"security group {group_id} (existing, reusable)")
+    update("SSH & network", f"done: key {key_name or 'none'}, group {', '.join(group_ids)}")
+    return key_name, group_ids
+
+
+def _run_instances(ec2: Any, iam: Any, plan: LaunchPlan, ledger: Ledger,
+                   update: Callable[[str, str], None], *, count: int) -> list[str]:
+    """RunInstances (retried only while a new instance profile propagates); records the
+    terminate-and-wait undo. Returns the instance ids."""
+    update("launch", f"RunInstances x{count}")
+    try:
+        resp = iam.retry_on_profile_propagation(lambda: ec2.run_instances(**plan.run_instances))
+    except SpawnError:
+        raise
+    except Exception as exc:
+        error = from_aws(exc, action="launching (RunInstances)")
+        if aws_error_code(exc) == "IdempotentParameterMismatch":
+            error.hint = ("an earlier launch used this --client-token with other parameters (the "
+                          "deadline, user-data and bundle URL are computed per run); `spawn list` "
+                          "shows what it launched")
+        raise error from exc
+    ids = [str(i["InstanceId"]) for i in resp["Instances"]]
+    ledger.add(f"instances {', '.join(ids)}", lambda: _terminate_and_wait(ec2, ids), kind="instance")
+    update("launch", f"done: {', '.join(ids)}")
+    return ids
+
+
+def _wait_running(ec2: Any, ids: list[str], update: Callable[[str, str], None]) -> None:
+    """The ``instance_running`` waiter (a failure here still rolls back)."""
+    update("running", "waiting (instance_running waiter)")
+    try:
+        ec2.get_waiter("instance_running").wait(InstanceIds=ids, WaiterConfig=RUNNING_WAIT)
+    except Exception as exc:
+        raise from_aws(exc, action="waiting for the instances to run") from exc
+    update("running", "done")
+
+
+def _await_agent(lf: LaunchFlags, ec2: Any, ids: list[str], update: Callable[[str, str], None],
+                 ) -> tuple[str, bool | None, list[dict[str, Any]]]:
+    """Describe the instances; unless --no-wait, wait for the agent's status tag and describe
+    them again. Returns (agent line, confirmed: None when not waited for, instances)."""
+    agent = "not waited for (--no-wait)"
+    confirmed: bool | None = None
+    instances = _describe(ec2, ids)
+    if lf.no_wait:
+        return agent, confirmed, instances
+    update("agent ready", f"waiting up to {format_remaining(lf.wait_agent)} for {TAG_AGENT_STATUS}")
+    try:
+        _agent_waiter(ec2, lf.wait_agent.total_seconds()).wait(InstanceIds=ids)
+        agent, confirmed = "ready", True
+    except Exception as exc:
+        if type(exc).__name__ != "WaiterError":
+            raise from_aws(exc, action="waiting for the agent") from exc
+        agent, confirmed = f"not confirmed after {format_remaining(lf.wait_agent)}", False
+    instances = _describe(ec2, ids)
+    denied = _denial(ec2, instances)
+    if denied is not None:
+        agent, confirmed = denied, False
+    update("agent ready", f"done: {agent}" if confirmed else agent)
+    return agent, confirmed, instances
+
+
+def _denial(ec2: Any, instances: list[dict[str, Any]]) -> str | None:
+    """The first denial an agent reported (its tag, else the console when CreateTags is denied
+    too), as its health line; None when no agent reported one."""
+    for inst in instances:
+        tags = tags_of(inst)
+        console = None if TAG_AGENT_STATUS in tags else console_output(ec2, str(inst["InstanceId"]))
+        permissions = agent_permissions(tags, console)
+        if permissions is not None and permissions["verdict"] == "denied":
+            return agent_health(tags, console)
+    return None
 
 
 def _report_rollback(out: Output, removed: list[str], failed: list[str], kept: list[str],
