@@ -9,6 +9,7 @@ Unknown or invalid data never makes an action happen: without the identity docum
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -108,7 +109,14 @@ def classify_idle(signals: Signals, policy: Policy) -> tuple[tuple[IdleSignal, .
     return tuple(out), all(s.idle for s in out)
 
 
+_Answer = Callable[..., Decision]
+_Plan = tuple[datetime, Reason, Action]
+
+
 def decide(state: AgentState, obs: Observations, now: datetime, config: Config) -> Decision:
+    """The one decision per tick, in priority order: no identity or not managed -> nothing;
+    an unhandled spot/rebalance notice; a planned action that is due (TTL, completion, idle);
+    else wait for the earliest planned one."""
     if now.tzinfo is None:
         raise ValueError("decide() needs an aware datetime")
     identity = obs.identity
@@ -132,6 +140,24 @@ def decide(state: AgentState, obs: Observations, now: datetime, config: Config) 
         return answer(Verb.NONE, "spawn:managed is not true: spored never acts on this instance")
 
     # 1. Spot interruption, then rebalance: each handled once.
+    noticed = _notice(state, obs, now, config, answer)
+    if noticed is not None:
+        return noticed
+
+    # 2-4. Planned actions: TTL, completion, idle.
+    plans = _plans(state, policy, idle_since, config)
+    due = sorted((p for p in plans if p[0] <= now), key=lambda p: PRIORITY.index(p[1]))
+    if due:
+        return _due(due[0], state, now, config, answer=answer, policy=policy)
+    if not plans:
+        return answer(Verb.NONE, _nothing_planned(policy, idle_since, in_grace))
+    earliest = min(plans, key=lambda p: (p[0], PRIORITY.index(p[1])))
+    return _wait(earliest, state, now, config, answer=answer, policy=policy)
+
+
+def _notice(state: AgentState, obs: Observations, now: datetime, config: Config,
+            answer: _Answer) -> Decision | None:
+    """A spot interruption notice, then a rebalance recommendation, not handled yet; else None."""
     for notice, reason in ((obs.spot, Reason.SPOT_INTERRUPTION), (obs.rebalance, Reason.REBALANCE)):
         if isinstance(notice, Notice) and notice.key not in state.notices:
             limit = now + config.pre_stop_timeout
@@ -146,41 +172,50 @@ def decide(state: AgentState, obs: Observations, now: datetime, config: Config) 
                           action=notice_action(notice) if reason is Reason.SPOT_INTERRUPTION else None,
                           reason=reason, at=notice.time, key=notice.key,
                           hook=bool(config.pre_stop_hook) and limit > now, hook_until=limit)
+    return None
 
-    # 2-4. Planned actions: TTL, completion, idle.
-    plans: list[tuple[datetime, Reason, Action]] = []
+
+def _plans(state: AgentState, policy: Policy, idle_since: datetime | None, config: Config) -> list[_Plan]:
+    """Every planned end (when, why, what): the deadline, completion plus its delay, idle."""
+    plans: list[_Plan] = []
     if policy.deadline is not None:
         plans.append((policy.deadline, Reason.TTL_EXPIRED, policy.on_complete))
     if state.completed_at is not None:
         plans.append((state.completed_at + config.completion_delay, Reason.COMPLETED, policy.on_complete))
     if policy.idle_timeout is not None and idle_since is not None:
         plans.append((idle_since + policy.idle_timeout, Reason.IDLE, policy.on_idle))
+    return plans
 
-    due = sorted((p for p in plans if p[0] <= now), key=lambda p: PRIORITY.index(p[1]))
-    if due:
-        at, reason, action = due[0]
-        key = plan_key(reason, at)
-        failure = state.failure
-        # The fallback ladder: the call is denied or keeps failing (any kind) -> OS power-off,
-        # which the instance's shutdown behaviour turns into the lifecycle's action.
-        if (config.backstop and failure is not None and failure.key == key
-                and now >= max(at, failure.since) + config.backstop_after):
-            if f"backstop@{key}" in state.done:
-                return answer(Verb.NONE, f"power-off requested at {state.done[f'backstop@{key}']}",
-                              action=action, reason=reason, at=at, key=key)
-            return answer(Verb.BACKSTOP,
-                          f"{action} failed ({failure.kind}) for {format_remaining(now - failure.since)}; "
-                          f"requesting an OS power-off (shutdown behaviour: {SHUTDOWN_BEHAVIOUR[action]})",
+
+def _due(plan: _Plan, state: AgentState, now: datetime, config: Config, *, answer: _Answer,
+         policy: Policy) -> Decision:
+    """The highest-priority due plan: act, or wait for AWS once requested, or fall back to an
+    OS power-off when the call keeps failing."""
+    at, reason, action = plan
+    key = plan_key(reason, at)
+    failure = state.failure
+    # The fallback ladder: the call is denied or keeps failing (any kind) -> OS power-off,
+    # which the instance's shutdown behaviour turns into the lifecycle's action.
+    if (config.backstop and failure is not None and failure.key == key
+            and now >= max(at, failure.since) + config.backstop_after):
+        if f"backstop@{key}" in state.done:
+            return answer(Verb.NONE, f"power-off requested at {state.done[f'backstop@{key}']}",
                           action=action, reason=reason, at=at, key=key)
-        if key in state.done:
-            return answer(Verb.NONE, f"{action} already requested at {state.done[key]} ({reason}); "
-                          "waiting for AWS", action=action, reason=reason, at=at, key=key)
-        return answer(Verb.ACT, f"{_because(reason, policy)}: {action} now",
+        return answer(Verb.BACKSTOP,
+                      f"{action} failed ({failure.kind}) for {format_remaining(now - failure.since)}; "
+                      f"requesting an OS power-off (shutdown behaviour: {SHUTDOWN_BEHAVIOUR[action]})",
                       action=action, reason=reason, at=at, key=key)
+    if key in state.done:
+        return answer(Verb.NONE, f"{action} already requested at {state.done[key]} ({reason}); "
+                      "waiting for AWS", action=action, reason=reason, at=at, key=key)
+    return answer(Verb.ACT, f"{_because(reason, policy)}: {action} now",
+                  action=action, reason=reason, at=at, key=key)
 
-    if not plans:
-        return answer(Verb.NONE, _nothing_planned(policy, idle_since, in_grace))
-    at, reason, action = min(plans, key=lambda p: (p[0], PRIORITY.index(p[1])))
+
+def _wait(plan: _Plan, state: AgentState, now: datetime, config: Config, *, answer: _Answer,
+          policy: Policy) -> Decision:
+    """Wait for the earliest plan, with the warnings and the pre-stop hook now due."""
+    at, reason, action = plan
     key = plan_key(reason, at)
     remaining = at - now
     warn = tuple(f"{key}/{format_duration(w)}" for w in config.warn_at if remaining <= w)
