@@ -18,9 +18,12 @@ import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from controller.sandbox.faultproxy import FaultProxy
 
 REAL_PARTS = ("aws", "integration", "e2e")
 RERUNS = 2
@@ -96,6 +99,16 @@ def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mo
     yield moto_server
     with contextlib.suppress(Exception):
         moto_server.enforce_iam(False)
+
+
+@pytest.fixture
+def proxy(aws: MotoServer) -> Iterator[FaultProxy]:
+    """The fault-injecting proxy (controller/sandbox/faultproxy.py) in front of the moto server:
+    EC2 calls through ``proxy.url`` can be black-holed or failed by action."""
+    from controller.sandbox.faultproxy import FaultProxy
+
+    with FaultProxy(aws.url) as running:
+        yield running
 
 
 @pytest.fixture

@@ -210,6 +210,9 @@ class ImdsEmulator(LoopbackService):
         # Seconds added to the HTTP Date header of every response (a metadata service whose clock
         # disagrees with ours; the agent uses Date to confirm or refute a wall-clock step).
         self.clock_offset = 0.0
+        # The clock tokens expire on (seconds, monotonic); a test replaces it to expire tokens
+        # without waiting for their TTL.
+        self.monotonic: Callable[[], float] = time.monotonic
         self._source = MotoInstance(instance_id, region, aws_endpoint, role_name=role_name,
                                     session=session)
         self._lock = threading.Lock()
@@ -247,7 +250,7 @@ class ImdsEmulator(LoopbackService):
         cap = self.faults.snapshot()["token_ttl_cap"]
         lifetime = float(ttl) if cap is None else min(float(ttl), float(cap))
         token = secrets.token_urlsafe(42)
-        now = time.monotonic()
+        now = self.monotonic()
         with self._lock:
             self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
             self._tokens[token] = now + lifetime
@@ -256,7 +259,7 @@ class ImdsEmulator(LoopbackService):
     def _token_valid(self, token: str) -> bool:
         with self._lock:
             expiry = self._tokens.get(token)
-        return expiry is not None and expiry > time.monotonic()
+        return expiry is not None and expiry > self.monotonic()
 
     # -- the metadata service ----------------------------------------------------------------
     def respond(self, method: str, path: str, headers: Any) -> Response | None:

@@ -4,7 +4,6 @@ seen through boto3 the way the agent and the controller see them."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -14,15 +13,8 @@ from botocore.config import Config
 
 from controller.sandbox.faultproxy import FaultProxy, action_of
 from spored.errors import ValidationError, aws_error_code, aws_error_kind
-from tests.conftest import MotoServer
 
 REGION = "us-east-1"
-
-
-@pytest.fixture
-def proxy(aws: MotoServer) -> Iterator[FaultProxy]:
-    with FaultProxy(aws.url) as running:
-        yield running
 
 
 def client(proxy: FaultProxy, *, read_timeout: float = 60) -> Any:

@@ -158,17 +158,35 @@ def test_metadata_without_a_valid_token_is_401(emulator: ImdsEmulator, instance:
     assert (good.status_code, good.text) == (200, instance.instance_id)
 
 
+class SteppedClock:
+    """A monotonic clock that moves only when the test says: token lifetimes without waiting."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_tokens_expire_after_their_ttl(emulator: ImdsEmulator) -> None:
+    emulator.monotonic = clock = SteppedClock()
     tok = token(emulator, ttl=1)
     assert get(emulator, "meta-data/instance-id", tok).status_code == 200
-    time.sleep(1.1)
+    clock.advance(0.9)
+    assert get(emulator, "meta-data/instance-id", tok).status_code == 200
+    clock.advance(0.2)
     assert get(emulator, "meta-data/instance-id", tok).status_code == 401
 
 
 def test_token_lifetime_cap_and_expire_tokens(emulator: ImdsEmulator) -> None:
+    emulator.monotonic = clock = SteppedClock()
     emulator.faults.set(token_ttl_cap=0.2)
     short = token(emulator, ttl=21600)
-    time.sleep(0.3)
+    assert get(emulator, "meta-data/instance-id", short).status_code == 200
+    clock.advance(0.3)
     assert get(emulator, "meta-data/instance-id", short).status_code == 401
     emulator.faults.set(token_ttl_cap=None)
     long = token(emulator)

@@ -13,57 +13,20 @@ only, so the agent policy's statements scoped to ``arn:aws:ec2:*:*:instance/*`` 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import boto3
-import pytest
 
 from controller import aws as controller_aws
 from controller import permissions
 from controller.iam import agent_policy_document, plan, provision
 from controller.iam.compose import TRUST_POLICY, IamRequest
-from controller.sandbox.imds_emulator import ImdsEmulator
+from controller.sandbox.agent import AgentProcess
 from spored.contract import format_timestamp
 from tests.conftest import MotoServer
+from tests.integration.conftest import Emulators, StartAgent, evaluated_after, role_credentials_minted
 
-REGION = "us-east-1"
-CONFIG = """
-tick = "1s"
-spot_poll = "1s"
-tag_refresh = "1s"
-tag_refresh_api = "2s"
-completion_delay = "2s"
-boot_grace = "1s"
-wall = false
-warn_at = ["1s"]
-"""
-CHILD_DROPS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-               "AWS_EC2_METADATA_DISABLED", "AWS_REGION", "AWS_DEFAULT_REGION", "NOTIFY_SOCKET")
-
-
-@pytest.fixture
-def admin(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.session.Session]:
-    """An admin user's session: the test's and the emulator's own calls keep working once IAM
-    enforcement is on."""
-    iam = controller_aws.client("iam")
-    iam.create_user(UserName="admin")
-    iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*",
-                                                 "Resource": "*"}]}))
-    key = iam.create_access_key(UserName="admin")["AccessKey"]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    controller_aws.session.cache_clear()
-    yield boto3.session.Session(region_name=REGION)
-    controller_aws.session.cache_clear()
+WARN_AT = 'warn_at = ["1s"]\n'
 
 
 def _launch(session: boto3.session.Session, profile_arn: str, deadline: datetime) -> str:
@@ -82,74 +45,37 @@ def _state(session: boto3.session.Session, iid: str) -> str:
     return str(res["Instances"][0]["State"]["Name"])
 
 
-def _events(log: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
-def _run(aws: MotoServer, session: boto3.session.Session, profile_arn: str,
-         tmp_path: Path, *, enforce: bool) -> tuple[str, str, Path]:
-    """Launch, fetch the role's credentials through the emulator once (sts:AssumeRole happens
-    there, before any enforcement), optionally switch enforcement on, run the agent until the instance ends or
-    25 s pass. Returns (instance id, final state, agent log)."""
-    import requests
-
+def _run(aws: MotoServer, emulator_for: Emulators, run_agent: StartAgent, session: boto3.session.Session,
+         profile_arn: str, *, enforce: bool) -> tuple[str, datetime, AgentProcess]:
+    """Launch with a deadline 8 s away, mint the role's credentials through the emulator (before
+    any enforcement), optionally switch enforcement on, and start the agent.
+    Returns (instance id, deadline, agent)."""
     deadline = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
     iid = _launch(session, profile_arn, deadline)
-    emulator = ImdsEmulator(iid, REGION, aws.url, session=session).start()
-    token = requests.put(f"{emulator.url}/latest/api/token", timeout=5,
-                         headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}).text
-    base = f"{emulator.url}/latest/meta-data/iam/security-credentials/"
-    role = requests.get(base, headers={"X-aws-ec2-metadata-token": token}, timeout=10).text.strip()
-    creds = requests.get(base + role, headers={"X-aws-ec2-metadata-token": token}, timeout=10)
-    assert creds.json()["Code"] == "Success"
+    emulator = emulator_for(iid, session=session)
+    role_credentials_minted(emulator)
     if enforce:
         aws.enforce_iam(True)
-    (tmp_path / "spored.d").mkdir()
-    (tmp_path / "run").mkdir(mode=0o750)
-    config = tmp_path / "spored.toml"
-    config.write_text(CONFIG)
-    env = {k: v for k, v in os.environ.items() if k not in CHILD_DROPS}
-    env.update({"AWS_ENDPOINT_URL": aws.url, "AWS_EC2_METADATA_SERVICE_ENDPOINT": emulator.url,
-                "STATE_DIRECTORY": str(tmp_path / "state"),
-                "RUNTIME_DIRECTORY": str(tmp_path / "run"),
-                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
-    log = tmp_path / "agent.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "spored.cli", "--config", str(config),
-                                 "run"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        state = _state(session, iid)
-        end = time.monotonic() + 25
-        while time.monotonic() < end and state not in {"shutting-down", "terminated"}:
-            time.sleep(0.5)
-            state = _state(session, iid)
-        return iid, state, log
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        emulator.stop()
+    return iid, deadline, run_agent(emulator, WARN_AT)
 
 
 def test_agent_ends_its_instance_with_the_default_spawn_role(
-        aws: MotoServer, admin: boto3.session.Session, tmp_path: Path) -> None:
+        aws: MotoServer, admin: boto3.session.Session, emulator_for: Emulators,
+        run_agent: StartAgent) -> None:
     provisioned = provision(plan(IamRequest()))
     inline = controller_aws.client("iam").list_role_policies(RoleName=provisioned.role_name)
     assert inline["PolicyNames"] == ["spawn-agent"]
-    _, state, log = _run(aws, admin, provisioned.profile_arn, tmp_path, enforce=False)
-    assert state in {"shutting-down", "terminated"}, log.read_text()[-3000:]
-    calls = [("ec2", e["operation"]) for e in _events(log) if e.get("event") == "aws.call"]
+    iid, _, agent = _run(aws, emulator_for, run_agent, admin, provisioned.profile_arn, enforce=False)
+    agent.wait_for("action.done", 40)
+    assert _state(admin, iid) in {"shutting-down", "terminated"}, agent.log_tail()
+    calls = [("ec2", e["operation"]) for e in agent.events("aws.call")]
     assert ("ec2", "TerminateInstances") in calls
     assert permissions.check_calls(calls, agent_policy_document(), principal="agent") == []
 
 
 def test_agent_cannot_end_its_instance_without_the_agent_policy(
-        aws: MotoServer, admin: boto3.session.Session, tmp_path: Path) -> None:
+        aws: MotoServer, admin: boto3.session.Session, emulator_for: Emulators,
+        run_agent: StartAgent) -> None:
     iam = admin.client("iam")
     iam.create_role(RoleName="bare", Path="/spawn/",
                     AssumeRolePolicyDocument=json.dumps(TRUST_POLICY))
@@ -158,6 +84,10 @@ def test_agent_cannot_end_its_instance_without_the_agent_policy(
                                                  "Resource": "*"}]}))
     arn = iam.create_instance_profile(InstanceProfileName="bare", Path="/spawn/")
     iam.add_role_to_instance_profile(InstanceProfileName="bare", RoleName="bare")
-    _, state, log = _run(aws, admin, arn["InstanceProfile"]["Arn"], tmp_path, enforce=True)
-    assert state == "running", log.read_text()[-3000:]
-    assert "AccessDenied" in log.read_text() or "Unauthorized" in log.read_text()
+    iid, deadline, agent = _run(aws, emulator_for, run_agent, admin, arn["InstanceProfile"]["Arn"],
+                                enforce=True)
+    failed = agent.wait_for("action.failed", 40)  # the end call at the deadline, denied
+    assert failed["code"] in {"AccessDenied", "UnauthorizedOperation"}, failed
+    evaluated_after(agent, deadline + timedelta(seconds=2))
+    assert _state(admin, iid) == "running", agent.log_tail()
+    assert not agent.events("action.done")
