@@ -35,16 +35,6 @@ WRITE_PREFIXES = ("Create", "Put", "Run", "Import", "Authorize", "Delete", "Term
                   "Add", "Upload", "Start", "Stop", "Tag", "Remove", "Detach")
 
 
-@pytest.fixture(scope="module")
-def cloud(moto_server: MotoServer) -> Iterator[MotoServer]:
-    """One moto state for the module: resetting per test re-initializes moto's EC2 region data
-    (seconds per test). Tests here compare inventories before/after instead of assuming empty."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", moto_server.url)
-        moto_server.reset()
-        yield moto_server
-
-
 @pytest.fixture
 def aws(cloud: MotoServer) -> MotoServer:
     return cloud
@@ -62,18 +52,6 @@ def on_event(event: str, handler: Callable[..., None]) -> Iterator[None]:
 
 
 
-
-
-@pytest.fixture
-def calls() -> Iterator[list[tuple[str, str]]]:
-    seen: list[tuple[str, str]] = []
-
-    def hook(service: str, operation: str) -> None:
-        seen.append((service, operation))
-
-    controller_aws.CALL_HOOKS.append(hook)
-    yield seen
-    controller_aws.CALL_HOOKS.remove(hook)
 
 
 def fail_on(operation: str, *, after: str | None = None, times: int = 1000) -> Callable[[str, str], None]:
@@ -207,11 +185,11 @@ def test_launch_passes_the_exact_parameters(capsys: pytest.CaptureFixture[str], 
 
 
 def test_count_launches_all_in_one_call(aws: MotoServer, capsys: pytest.CaptureFixture[str], home: Path,
-                                       bundle: Path, calls: list[tuple[str, str]]) -> None:
+                                       bundle: Path, recorded: list[tuple[str, str]]) -> None:
     code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--count", "3", "--name", "fleet",
                            "--agent-bundle", str(bundle), "--no-wait", "--json", "--region", REGION)
     assert code == 0, err
-    assert calls.count(("ec2", "RunInstances")) == 1
+    assert recorded.count(("ec2", "RunInstances")) == 1
     ids = [i["instance_id"] for i in json.loads(out)["instances"]]
     assert len(ids) == 3
     described = [i for r in ec2().describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
@@ -223,15 +201,15 @@ def test_count_launches_all_in_one_call(aws: MotoServer, capsys: pytest.CaptureF
 
 @pytest.mark.usefixtures("aws", "home")
 def test_dry_run_makes_no_writes(capsys: pytest.CaptureFixture[str], bundle: Path, ssh_key: Path,
-                                 calls: list[tuple[str, str]]) -> None:
+                                 recorded: list[tuple[str, str]]) -> None:
     before = inventory()
-    calls.clear()
+    recorded.clear()
     code, out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--ssh-key", str(ssh_key),
                            "--ssh-from", "203.0.113.7/32",
                            "--iam-policy", "s3:ReadOnly", "--agent-bundle", str(bundle), "--dry-run",
                            "--json", "--region", REGION)
     assert code == 0, err
-    writes = [op for _svc, op in calls if op.startswith(WRITE_PREFIXES)]
+    writes = [op for _svc, op in recorded if op.startswith(WRITE_PREFIXES)]
     assert writes == []
     assert inventory() == before
     plan = json.loads(out)
@@ -469,12 +447,12 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
 @pytest.mark.usefixtures("aws", "home")
 @pytest.mark.parametrize(("argv", "flag"), BAD_INPUTS, ids=[f"{i}-{b[1]}" for i, b in enumerate(BAD_INPUTS)])
 def test_bad_input_exits_2_and_creates_nothing(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str],
-                                               bundle: Path, calls: list[tuple[str, str]]) -> None:
+                                               bundle: Path, recorded: list[tuple[str, str]]) -> None:
     plain = bundle.parent / "plain.txt"
     plain.write_text("echo no shebang\n")
     argv = [str(plain) if a == "PLAIN" else arm_ami() if a == "ARM" else a for a in argv]
     before = inventory()
-    calls.clear()
+    recorded.clear()
     if "--agent-bundle" not in argv:
         argv += ["--agent-bundle", str(bundle)]
     if "--region" not in argv:
@@ -482,7 +460,7 @@ def test_bad_input_exits_2_and_creates_nothing(argv: list[str], flag: str, capsy
     code, _out, err = spawn(capsys, "launch", *argv)
     assert code == 2, err
     assert flag in err
-    assert [op for _svc, op in calls if op.startswith(WRITE_PREFIXES)] == []
+    assert [op for _svc, op in recorded if op.startswith(WRITE_PREFIXES)] == []
     assert inventory() == before
 
 
@@ -573,15 +551,15 @@ def test_ssh_is_open_only_to_the_callers_own_address_by_default(
 @pytest.mark.usefixtures("aws", "home")
 def test_a_failed_address_lookup_stops_before_anything_is_created(
         capsys: pytest.CaptureFixture[str], bundle: Path, ssh_key: Path,
-        calls: list[tuple[str, str]]) -> None:
+        recorded: list[tuple[str, str]]) -> None:
     before = inventory()
-    calls.clear()
+    recorded.clear()
     # SPAWN_CHECKIP_URL is a loopback port that refuses (tests/conftest.py)
     code, _out, err = spawn(capsys, "launch", "-t", "t3.micro", "--ttl", "1h", "--ssh-key", str(ssh_key),
                             "--agent-bundle", str(bundle), "--no-wait", "--region", REGION)
     assert code == 2, err
     assert "--ssh-from" in err and "could not look up your public IPv4 address" in err
-    assert [op for _svc, op in calls if op.startswith(WRITE_PREFIXES)] == []
+    assert [op for _svc, op in recorded if op.startswith(WRITE_PREFIXES)] == []
     assert inventory() == before
 
 

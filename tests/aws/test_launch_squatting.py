@@ -20,6 +20,9 @@ from controller.launch import keys, netsec
 from spored.errors import ValidationError
 from tests.conftest import MotoServer
 
+# one moto state for the module (the ``cloud`` fixture): its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("test_launch_squatting")
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account: the victim's
 OTHER_ACCOUNT = "333344445555"

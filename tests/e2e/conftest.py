@@ -15,7 +15,6 @@ import gzip
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,12 +31,6 @@ from tests.e2e.nspawn import IMDS_ADDRESS, Container, Network, host_enabled_unit
 
 REGION = "us-east-1"
 SPAWN = str(Path(sys.executable).with_name("spawn"))
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
 
 
 class ImdsProcess:
@@ -180,10 +173,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request lines
         from moto.server import ThreadedMotoServer
 
-        port = _free_port(network.host_ip)
-        moto = ThreadedMotoServer(ip_address=network.host_ip, port=port, verbose=False)
+        moto = ThreadedMotoServer(ip_address=network.host_ip, port=0, verbose=False)  # the kernel's port
         moto.start()
         stack.callback(moto.stop)
+        _host, port = moto.get_host_and_port()
         moto_url = f"http://{network.host_ip}:{port}"
 
         from controller.bundle import ensure_bundle
