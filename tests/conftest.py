@@ -85,20 +85,41 @@ def moto_server() -> Iterator[MotoServer]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def cloud(moto_server: MotoServer) -> Iterator[MotoServer]:
+    """One moto state for a whole test module, reached through AWS_ENDPOINT_URL: a reset
+    re-initializes moto's region data (seconds, more on a loaded machine), too slow for every test.
+    Each test of such a module leaves the state as others expect it (resources of its own, a
+    region of its own, or undoing what it broke). A module gets it as ``aws`` by marking itself
+    ``shared_moto``; under xdist, an ``xdist_group`` keeps its tests on one worker (one reset)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ENDPOINT_URL", moto_server.url)
+        moto_server.reset()
+        yield moto_server
+
+
 @pytest.fixture
-def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
-    """A clean moto server, reached by the product only through AWS_ENDPOINT_URL."""
-    moto_server.reset()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+def aws(request: pytest.FixtureRequest, moto_server: MotoServer,
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    """A clean moto server, reached by the product only through AWS_ENDPOINT_URL; in a module
+    marked ``shared_moto``, the module's one moto state (``cloud``) instead of a reset."""
+    if request.node.get_closest_marker("shared_moto") is not None:
+        server: MotoServer = request.getfixturevalue("cloud")
+    else:
+        moto_server.reset()
+        server = moto_server
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
     try:
         from controller import aws as controller_aws
-
-        controller_aws.session.cache_clear()
     except ImportError:
-        pass
-    yield moto_server
+        controller_aws = None  # type: ignore[assignment]
+    if controller_aws is not None:
+        controller_aws.session.cache_clear()
+    yield server
     with contextlib.suppress(Exception):
-        moto_server.enforce_iam(False)
+        server.enforce_iam(False)
+    if controller_aws is not None:
+        controller_aws.session.cache_clear()
 
 
 @pytest.fixture
@@ -196,6 +217,11 @@ def _fresh_logging() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "shared_moto: the module's tests share one moto state (the cloud "
+                                       "fixture) instead of a reset per test")
 
 
 _skipped: list[str] = []

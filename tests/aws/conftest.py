@@ -10,19 +10,6 @@ from pathlib import Path
 import pytest
 
 from controller import aws as controller_aws
-from tests.conftest import MotoServer
-
-
-@pytest.fixture(scope="module")
-def cloud(moto_server: MotoServer) -> Iterator[MotoServer]:
-    """One moto state for a whole test module, reached through AWS_ENDPOINT_URL: a reset
-    re-initializes moto's region data (seconds, more on a loaded machine), too slow for every test.
-    A module using it marks itself ``xdist_group`` so its tests share one worker, and each of its
-    tests leaves the state as others expect it (a region of its own, or undoing what it broke)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", moto_server.url)
-        moto_server.reset()
-        yield moto_server
 
 
 @pytest.fixture

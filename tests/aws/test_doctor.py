@@ -9,7 +9,6 @@ does so in a region of its own or undoes it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,7 @@ REGION = "us-east-1"
 
 
 # one moto state for the module (a module-scoped fixture): its tests stay on one xdist worker
-pytestmark = pytest.mark.xdist_group("test_doctor")
-
-
-@pytest.fixture
-def aws(cloud: MotoServer) -> Iterator[MotoServer]:
-    controller_aws.session.cache_clear()
-    yield cloud
-    cloud.enforce_iam(False)
-    controller_aws.session.cache_clear()
+pytestmark = [pytest.mark.shared_moto, pytest.mark.xdist_group("test_doctor")]
 
 
 def _public_key() -> str:

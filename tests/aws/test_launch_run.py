@@ -28,16 +28,11 @@ from spored.errors import ExitStatus
 from tests.conftest import MotoServer
 
 # one moto state for the module (a module-scoped fixture): its tests stay on one xdist worker
-pytestmark = pytest.mark.xdist_group("test_launch_run")
+pytestmark = [pytest.mark.shared_moto, pytest.mark.xdist_group("test_launch_run")]
 
 REGION = "us-east-1"
 WRITE_PREFIXES = ("Create", "Put", "Run", "Import", "Authorize", "Delete", "Terminate", "Attach",
                   "Add", "Upload", "Start", "Stop", "Tag", "Remove", "Detach")
-
-
-@pytest.fixture
-def aws(cloud: MotoServer) -> MotoServer:
-    return cloud
 
 
 @contextlib.contextmanager

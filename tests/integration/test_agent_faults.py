@@ -41,6 +41,9 @@ from tests.integration.conftest import (
     until,
 )
 
+# Each test launches instances of its own: one moto state for the module (no reset per test).
+pytestmark = pytest.mark.shared_moto
+
 
 # ---------------------------------------------------------------------- managed means exactly true
 @pytest.mark.parametrize("value", ["TRUE", "true "])
@@ -175,6 +178,7 @@ class WatchdogSocket:
         self._stop.set()
         self._thread.join(timeout=2)
         self.sock.close()
+
 
 
 def complete(agent: AgentProcess, *extra: str) -> subprocess.CompletedProcess[str]:

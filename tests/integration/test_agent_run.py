@@ -40,6 +40,10 @@ from tests.integration.conftest import (
     until,
 )
 
+# Each test launches instances of its own: one moto state for the module (no reset per test).
+pytestmark = pytest.mark.shared_moto
+
+
 
 def test_ttl_expiry_terminates_at_the_deadline(emulator_for: Emulators, run_agent: StartAgent) -> None:
     iid = launch({"spawn:managed": "true", "spawn:ttl": "3h"})
@@ -114,7 +118,7 @@ def test_agent_status_tag_is_written_at_start_and_on_a_change(
     since = parse_timestamp(ready.split(" ", 1)[1])
     assert abs((datetime.now(UTC) - since).total_seconds()) < 30
     assert agent.status()["boto3_loaded"] is False  # the write ran in a child process
-    set_deadline(iid, 30)  # a warning 20 s before the deadline
+    set_deadline(iid, 22)  # the warning (20 s before the deadline) at once, the action 20 s later
     warning = tag_written(agent, "warning")
     written = [e["value"] for e in agent.events("status_tag.written")]
     assert written[:2] == [ready, warning]  # one write per change, nothing in between
