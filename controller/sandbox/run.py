@@ -292,17 +292,13 @@ def _watch(opts: Options, display: Display, life: Lifecycle, *, agent: sandbox_a
            emulator: Any, dirs: sandbox_agent.AgentDirs, env: dict[str, str], region: str) -> str:
     """Follow the agent and the cloud until the instance has ended; returns how it ended.
 
+    Each turn: relay the agent's events, poll the cloud (returns once the instance ended), play
+    the scripted events, stop if the agent died or the time limit passed, redraw the countdown.
     --spot-interruption-after and --complete-after count from the moment the agent is ready.
     """
     started = time.monotonic()
-    limit = None
-    if not opts.keep:
-        ends = [d for d in (opts.ttl, opts.idle_timeout, opts.complete_after) if d is not None]
-        if opts.spot_after is not None:
-            ends.append(opts.spot_after + SPOT_NOTICE_LEAD)
-        limit = (opts.timeout or min(ends) + TIMEOUT_MARGIN).total_seconds()
-    spot_armed = completion_sent = False
-    reclaim_at: datetime | None = None
+    limit = _time_limit(opts)
+    script = _Script()
     next_poll = 0.0
     while True:
         for record in _drain(agent):
@@ -310,38 +306,11 @@ def _watch(opts: Options, display: Display, life: Lifecycle, *, agent: sandbox_a
         now = time.monotonic()
         if now >= next_poll:
             next_poll = now + POLL_SECONDS
-            state = _instance_state(life.instance_id, region)
-            if state in ENDED:  # first what the agent logged around its call, then the state
-                _settle(agent, display, life)
-            if state != life.state:
-                life.state = state
-                display.event("instance-state", f"instance {life.instance_id} is {state} (local cloud)",
-                              mark="■" if state in ENDED else "·", instance_id=life.instance_id, state=state)
-            if state in ENDED:
+            if _poll_cloud(agent, display, life, region):
                 return _ending(life)
-        since_ready = timedelta(seconds=now - life.ready_at) if life.ready_at is not None else None
-        if since_ready is not None and opts.spot_after is not None and not spot_armed \
-                and since_ready >= opts.spot_after:
-            reclaim_at = datetime.now(UTC).replace(microsecond=0) + SPOT_NOTICE_LEAD
-            emulator.arm_spot("terminate", at=reclaim_at)
-            spot_armed = True
-            display.event("spot-notice-armed",
-                          f"the metadata service now serves a spot interruption notice: terminate at "
-                          f"{reclaim_at:%H:%M:%S}Z (AWS gives 2 minutes; the sandbox gives "
-                          f"{format_duration(SPOT_NOTICE_LEAD)})", mark="!", at=reclaim_at.isoformat())
-        if reclaim_at is not None and datetime.now(UTC) >= reclaim_at and life.ended_by is None:
-            _reclaim(life, region, display)
-        if since_ready is not None and opts.complete_after is not None and not completion_sent \
-                and since_ready >= opts.complete_after:
-            completion_sent = True
-            _complete(dirs, env, display)
-        code = agent.exit_code()
-        if code is not None:
-            for record in _drain(agent):
-                _on_agent(record, display, life)
-            tail = "\n".join(agent.stderr_tail)
-            raise SandboxError(f"the agent exited with code {code} before the instance ended"
-                               + (f":\n{tail}" if tail else ""))
+        _play_script(opts, script, life, now, emulator=emulator, dirs=dirs, env=env, display=display,
+                     region=region)
+        _fail_if_agent_exited(agent, display, life)
         if limit is not None and now - started > limit:
             raise SandboxError(f"the instance {life.instance_id} is still {life.state} after "
                                f"{int(limit)}s; the agent did not end it",
@@ -349,6 +318,73 @@ def _watch(opts: Options, display: Display, life: Lifecycle, *, agent: sandbox_a
                                     "fires while this machine is idle")
         _countdown(display, life, _idle_summary(dirs) if opts.idle_timeout is not None else "")
         time.sleep(0.1)
+
+
+def _time_limit(opts: Options) -> float | None:
+    """Seconds the watch may last: --timeout, else the earliest scripted end plus a margin;
+    None with --keep (the instance is meant to outlive the watch)."""
+    if opts.keep:
+        return None
+    ends = [d for d in (opts.ttl, opts.idle_timeout, opts.complete_after) if d is not None]
+    if opts.spot_after is not None:
+        ends.append(opts.spot_after + SPOT_NOTICE_LEAD)
+    return (opts.timeout or min(ends) + TIMEOUT_MARGIN).total_seconds()
+
+
+def _poll_cloud(agent: sandbox_agent.AgentProcess, display: Display, life: Lifecycle, region: str) -> bool:
+    """Read the instance's state from the local cloud and report a change; True once it ended."""
+    state = _instance_state(life.instance_id, region)
+    if state in ENDED:  # first what the agent logged around its call, then the state
+        _settle(agent, display, life)
+    if state != life.state:
+        life.state = state
+        display.event("instance-state", f"instance {life.instance_id} is {state} (local cloud)",
+                      mark="■" if state in ENDED else "·", instance_id=life.instance_id, state=state)
+    return state in ENDED
+
+
+@dataclass
+class _Script:
+    """What the sandbox has played so far of the events it scripts after the agent is ready."""
+
+    spot_armed: bool = False
+    completion_sent: bool = False
+    reclaim_at: datetime | None = None
+
+
+def _play_script(opts: Options, script: _Script, life: Lifecycle, now: float, *, emulator: Any,
+                 dirs: sandbox_agent.AgentDirs, env: dict[str, str], display: Display, region: str) -> None:
+    """Each scripted event once, when due: the spot notice (--spot-interruption-after), the
+    reclaim at the notice's time unless something ended the instance first, and the workload's
+    completion (--complete-after)."""
+    since_ready = timedelta(seconds=now - life.ready_at) if life.ready_at is not None else None
+    if since_ready is not None and opts.spot_after is not None and not script.spot_armed \
+            and since_ready >= opts.spot_after:
+        reclaim_at = datetime.now(UTC).replace(microsecond=0) + SPOT_NOTICE_LEAD
+        script.reclaim_at = reclaim_at
+        emulator.arm_spot("terminate", at=reclaim_at)
+        script.spot_armed = True
+        display.event("spot-notice-armed",
+                      f"the metadata service now serves a spot interruption notice: terminate at "
+                      f"{reclaim_at:%H:%M:%S}Z (AWS gives 2 minutes; the sandbox gives "
+                      f"{format_duration(SPOT_NOTICE_LEAD)})", mark="!", at=reclaim_at.isoformat())
+    if script.reclaim_at is not None and datetime.now(UTC) >= script.reclaim_at and life.ended_by is None:
+        _reclaim(life, region, display)
+    if since_ready is not None and opts.complete_after is not None and not script.completion_sent \
+            and since_ready >= opts.complete_after:
+        script.completion_sent = True
+        _complete(dirs, env, display)
+
+
+def _fail_if_agent_exited(agent: sandbox_agent.AgentProcess, display: Display, life: Lifecycle) -> None:
+    """The agent must outlive the instance: relay its last events, then fail with its stderr."""
+    code = agent.exit_code()
+    if code is not None:
+        for record in _drain(agent):
+            _on_agent(record, display, life)
+        tail = "\n".join(agent.stderr_tail)
+        raise SandboxError(f"the agent exited with code {code} before the instance ended"
+                           + (f":\n{tail}" if tail else ""))
 
 
 def _idle_summary(dirs: sandbox_agent.AgentDirs) -> str:
