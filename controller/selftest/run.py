@@ -422,21 +422,33 @@ class Run:
 
     def follow(self, inst: Instance, region: str, peer: str) -> None:
         """Judge the stages in order from what the observer records; it watches from launch on, so
-        a slow stage never hides a short-lived status such as the warning."""
+        a slow stage never hides a short-lived status such as the warning.
+
+        Each stage is one method below; a failed stage records its verdict and raises
+        ``_StageError``, which ends the run there."""
         local = self.opts.local_agent
         deadline = self.deadline
         assert deadline is not None  # noqa: S101 - launched with --ttl
         deadline_mono = time.monotonic() + (deadline - datetime.now(UTC)).total_seconds()
-        grace = END_GRACE.total_seconds()
         observer = Observer(inst, self.interval, console=not local)
         observer.start()
         self.local.callback(observer.stop)
+        prover = None
         if local:
             prover = threading.Thread(target=self.run_local_proof, args=(peer, region), daemon=True)
             prover.start()
+        self._judge_failsafe(observer, deadline_mono)
+        self._judge_agent(observer, deadline_mono)
+        self._judge_permissions(observer, deadline_mono, prover)
+        self._judge_status(inst, region)
+        self._judge_warning(observer, deadline_mono)
+        self._judge_agent_ends(observer, deadline, deadline_mono)
+        self._judge_terminated(observer)
 
+    def _judge_failsafe(self, observer: Observer, deadline_mono: float) -> None:
+        """The user-data's OS-level failsafe line in the console (an EC2 instance only)."""
         with self.stage("failsafe") as stage:
-            if local:
+            if self.opts.local_agent:
                 stage.finish(Verdict.NOT_DECIDED_HERE,
                              "the local cloud does not run user-data; only an EC2 instance arms it")
             else:
@@ -447,6 +459,8 @@ class Run:
                     raise _StageError("failsafe", None, recorded=True)
                 stage.finish(Verdict.PASSED, armed[-1].strip())
 
+    def _judge_agent(self, observer: Observer, deadline_mono: float) -> None:
+        """The agent's first status tag before the deadline."""
         with self.stage("agent") as stage:
             first = observer.wait(self.clock, deadline_mono, observer.first_status_value)
             if not first:
@@ -454,11 +468,17 @@ class Run:
                              + observer.trouble())
                 raise _StageError("agent", None, recorded=True)
             stage.finish(Verdict.PASSED, f"{TAG_AGENT_STATUS} = {first}"
-                         + (" (the sandbox's agent, as a local process)" if local else ""))
+                         + (" (the sandbox's agent, as a local process)" if self.opts.local_agent else ""))
 
+    def _judge_permissions(self, observer: Observer, deadline_mono: float,
+                           prover: threading.Thread | None) -> None:
+        """The permission proof (the local prover's output, else the console's proof lines),
+        overruled by a denial the agent's own check reported."""
+        local = self.opts.local_agent
         with self.stage("permissions") as stage:
-            if local:
-                observer.wait(self.clock, deadline_mono + grace, lambda: not prover.is_alive())
+            if prover is not None:
+                observer.wait(self.clock, deadline_mono + END_GRACE.total_seconds(),
+                              lambda: not prover.is_alive())
                 lines, done = proof.parse(self.proof_output)
             else:
                 def finished() -> tuple[list[proof.ProofLine], bool] | None:
@@ -479,6 +499,8 @@ class Run:
             if verdict is Verdict.FAILED:
                 raise _StageError("permissions", None, recorded=True)
 
+    def _judge_status(self, inst: Instance, region: str) -> None:
+        """`spawn status` shows the agent."""
         with self.stage("status") as stage:
             from controller.lifecycle.find import find
             from controller.lifecycle.status import status as describe_status
@@ -490,6 +512,9 @@ class Run:
             stage.finish(Verdict.PASSED, f"`spawn status`: agent {found_status['agent']}, deadline "
                          f"{found_status.get('deadline')}")
 
+    def _judge_warning(self, observer: Observer, deadline_mono: float) -> None:
+        """The agent's warning status, seen before the deadline."""
+        grace = END_GRACE.total_seconds()
         with self.stage("warning") as stage:
             observer.wait(self.clock, deadline_mono + grace, lambda: (
                 "warning" in observer.first_status or "acting" in observer.first_status or observer.ended))
@@ -502,6 +527,9 @@ class Run:
             stage.finish(Verdict.PASSED, f"{TAG_AGENT_STATUS} = {warned[1]}, "
                          f"{deadline_mono - warned[0]:.0f}s before the deadline")
 
+    def _judge_agent_ends(self, observer: Observer, deadline: datetime, deadline_mono: float) -> None:
+        """The instance ends through the EC2 API (the agent's call), not before the deadline."""
+        grace = END_GRACE.total_seconds()
         with self.stage("agent-ends") as stage:
             ended = observer.wait(self.clock, deadline_mono + grace, lambda: observer.ended)
             if not ended:
@@ -522,6 +550,9 @@ class Run:
             stage.finish(Verdict.PASSED, f"{reason}, {'called' if called else 'seen'} {late:.0f}s after "
                          "the deadline" + ("" if called else f" (polled every {self.interval:g}s)"))
 
+    def _judge_terminated(self, observer: Observer) -> None:
+        """The instance reaches terminated within the grace period after it began ending."""
+        grace = END_GRACE.total_seconds()
         with self.stage("terminated") as stage:
             gone = observer.wait(self.clock, time.monotonic() + grace, lambda: observer.terminated)
             if not gone:
